@@ -1,0 +1,5 @@
+"""`python -m forklift` is the `forklift` command."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""Find and import the WSGI application named by the config, or say in one line why not."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import sys
+
+from .errors import AppImportError
+
+_identifier = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def prepare_import_path(config) -> None:
+    """chdir, pythonpath, env: what the app's import needs, done in the importing process."""
+    for item in config.env:
+        name, _, value = item.partition("=")
+        os.environ[name] = value
+    if config.chdir:
+        try:
+            os.chdir(config.chdir)
+        except OSError as exc:
+            raise AppImportError(f"--chdir {config.chdir}: {exc.strerror}") from None
+    for path in reversed(config.pythonpath):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def load_app(config):
+    """Import the app (MODULE:CALLABLE, MODULE:factory(), or --wsgi-file with --callable)."""
+    prepare_import_path(config)
+    if config.wsgi_file:
+        module = _load_file(config.wsgi_file)
+        name = config.callable
+        where = config.wsgi_file
+    else:
+        module_name, _, name = config.app.partition(":")
+        name = name or config.callable
+        where = module_name
+        try:
+            module = importlib.import_module(module_name)
+        except BaseException as exc:
+            raise AppImportError(_describe(f"cannot import {module_name!r}", exc)) from exc
+    return _find_callable(module, name, where)
+
+
+def _load_file(path: str):
+    if not os.path.isfile(path):
+        raise AppImportError(f"--wsgi-file {path}: no such file")
+    module_name = "forklift_wsgi_file_" + re.sub(r"\W", "_", os.path.basename(path))
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise AppImportError(f"--wsgi-file {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    directory = os.path.dirname(os.path.abspath(path))
+    if directory not in sys.path:
+        sys.path.insert(0, directory)  # uWSGI lets a wsgi-file import its neighbours
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        sys.modules.pop(module_name, None)
+        raise AppImportError(_describe(f"cannot load {path}", exc)) from exc
+    return module
+
+
+def _find_callable(module, name: str, where: str):
+    call = name.endswith("()")
+    attr = name[:-2] if call else name
+    if not _identifier.fullmatch(attr):
+        raise AppImportError(f"{where}: {name!r} is not a Python name (or name())")
+    try:
+        app = getattr(module, attr)
+    except AttributeError:
+        raise AppImportError(f"{where}: has no attribute {attr!r}") from None
+    if call:
+        try:
+            app = app()
+        except BaseException as exc:
+            raise AppImportError(_describe(f"{where}:{name} failed", exc)) from exc
+    if not callable(app):
+        raise AppImportError(f"{where}:{name} is not callable (got {type(app).__name__})")
+    return app
+
+
+def _describe(prefix: str, exc: BaseException) -> str:
+    """One line: the error, and where in the app's code it happened."""
+    text = f"{prefix}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{prefix}: SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is not None:
+        code = last.tb_frame.f_code
+        if "importlib" not in code.co_filename:
+            text += f" ({code.co_filename}, line {last.tb_lineno})"
+    return text.replace("\n", " ")

@@ -1,0 +1,253 @@
+"""The `forklift` command: options into a `Config`, then serve (or run a control subcommand).
+
+Exit codes: 0 after a clean stop, 1 when the app cannot be imported or the server fails,
+2 for a bad option or config value. Errors are one line on stderr, never a traceback wall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .config import PROTOCOL_HTTP, PROTOCOL_UWSGI, Config, parse_address, parse_networks, parse_size
+from .errors import AppImportError, ConfigError
+
+DESCRIPTION = """\
+Serve a WSGI application over HTTP/1.1 (and the uwsgi protocol) with pre-forked workers.
+
+  forklift --http 127.0.0.1:8000 myproject.wsgi:application
+  forklift --http :8000 --processes 4 --threads 8 --chdir /srv/app app:app
+  forklift --http unix:/run/app.sock --wsgi-file manage.py --callable app
+"""
+
+EPILOG = """\
+addresses: host:port, :port (every IPv4 interface), [::1]:port, unix:/path/to.sock
+
+signals (to the master): HUP graceful reload, TERM graceful stop within --graceful-timeout,
+INT/QUIT fast stop, TTIN/TTOU one worker more/less, USR1 reopen log files.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2
+        self.exit(2, f"forklift: error: {message} (see forklift --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text, "size")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="forklift",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("app", nargs="?", metavar="MODULE:CALLABLE", help="the WSGI app to serve")
+    p.add_argument("--version", action="version", version=f"forklift {__version__}")
+
+    g = p.add_argument_group("application")
+    g.add_argument("--wsgi-file", metavar="FILE", help="load the app from this Python file")
+    g.add_argument("--module", metavar="MODULE[:CALLABLE]", help="same as the positional app")
+    g.add_argument(
+        "--callable", metavar="NAME", help="name of the app in the module (default: application)"
+    )
+    g.add_argument("--chdir", metavar="DIR", help="change to DIR before importing the app")
+    g.add_argument(
+        "--pythonpath", metavar="DIR", action="append", default=[], help="add DIR to sys.path"
+    )
+    g.add_argument(
+        "--mount", metavar="/PREFIX", help="serve the app under this URL prefix (SCRIPT_NAME)"
+    )
+    g.add_argument(
+        "--env", metavar="NAME=VALUE", action="append", default=[], help="set before import"
+    )
+
+    g = p.add_argument_group("listeners")
+    g.add_argument(
+        "--http",
+        "--http-socket",
+        dest="http",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help="listen for HTTP/1.1 on ADDR (repeatable; default 127.0.0.1:8000)",
+    )
+    g.add_argument(
+        "--socket",
+        "--uwsgi-socket",
+        dest="uwsgi",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help="listen for the uwsgi protocol (nginx uwsgi_pass) on ADDR (repeatable)",
+    )
+    g.add_argument(
+        "--listen", metavar="N", type=_positive_int, help="listen backlog (default 1024)"
+    )
+    g.add_argument(
+        "--uwsgi-allow-ips",
+        metavar="LIST",
+        help="peers allowed on TCP uwsgi listeners (default 127.0.0.1,::1; CIDR allowed)",
+    )
+
+    g = p.add_argument_group("concurrency")
+    g.add_argument(
+        "--processes",
+        "--workers",
+        "-w",
+        dest="processes",
+        metavar="N",
+        type=_positive_int,
+        help="worker processes (default 1)",
+    )
+    g.add_argument(
+        "--threads", metavar="N", type=_positive_int, help="threads per worker (default 1)"
+    )
+
+    g = p.add_argument_group("limits")
+    g.add_argument(
+        "--max-request-line", metavar="BYTES", type=_size, help="request line limit, 414 (8k)"
+    )
+    g.add_argument(
+        "--max-header-size", metavar="BYTES", type=_size, help="header block limit, 431 (64k)"
+    )
+    g.add_argument(
+        "--max-header-fields", metavar="N", type=_positive_int, help="field count limit, 431 (100)"
+    )
+    g.add_argument(
+        "--limit-post",
+        "--max-body-size",
+        dest="limit_post",
+        metavar="BYTES",
+        type=_size,
+        help="request body limit, 413 (default: none)",
+    )
+    g.add_argument(
+        "--post-buffering",
+        metavar="BYTES",
+        type=_size,
+        help="body bytes read before the app is called (default 64k)",
+    )
+    g.add_argument(
+        "--buffer-size", metavar="BYTES", type=_size, help="uwsgi packet size limit (4096)"
+    )
+
+    g = p.add_argument_group("timeouts (seconds)")
+    g.add_argument("--head-timeout", type=_seconds, help="the request head must arrive in (10)")
+    g.add_argument(
+        "--keepalive-timeout", "--http-keepalive", type=_seconds, help="idle keep-alive (5)"
+    )
+    g.add_argument("--socket-timeout", type=_seconds, help="each body read or response write (30)")
+    g.add_argument("--graceful-timeout", type=_seconds, help="TERM: time to finish requests (30)")
+
+    g = p.add_argument_group("logging")
+    g.add_argument("--disable-logging", action="store_true", help="no access log")
+    g.add_argument("--access-log", metavar="FILE", help="access log file (default: stdout)")
+    g.add_argument("--logto", "--error-log", dest="logto", metavar="FILE", help="error log file")
+    g.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="error log level"
+    )
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Turn parsed options into a validated Config (ConfigError on bad values)."""
+    config = Config()
+    if args.app and args.module:
+        raise ConfigError("give the app either as MODULE:CALLABLE or with --module, not both")
+    config.app = args.app or args.module
+    config.wsgi_file = args.wsgi_file
+    if args.callable:
+        config.callable = args.callable
+    config.chdir = args.chdir
+    config.pythonpath = list(args.pythonpath)
+    config.env = list(args.env)
+    for item in config.env:
+        if "=" not in item:
+            raise ConfigError(f"--env: expected NAME=VALUE, got {item!r}")
+    if args.mount:
+        prefix, _, app = args.mount.partition("=")
+        config.script_name = prefix
+        if app and not config.app and not config.wsgi_file:
+            if app.endswith(".py"):
+                config.wsgi_file = app
+            else:
+                config.app = app
+    listeners = [parse_address(a, PROTOCOL_HTTP, "--http") for a in args.http]
+    listeners += [parse_address(a, PROTOCOL_UWSGI, "--socket") for a in args.uwsgi]
+    config.listeners = listeners
+    if args.uwsgi_allow_ips:
+        config.uwsgi_allow_ips = parse_networks(args.uwsgi_allow_ips, "--uwsgi-allow-ips")
+    simple = {
+        "listen": "backlog",
+        "processes": "processes",
+        "threads": "threads",
+        "max_request_line": "max_request_line",
+        "max_header_size": "max_header_bytes",
+        "max_header_fields": "max_header_fields",
+        "limit_post": "max_body_size",
+        "post_buffering": "post_buffering",
+        "buffer_size": "buffer_size",
+        "head_timeout": "head_timeout",
+        "keepalive_timeout": "keepalive_timeout",
+        "socket_timeout": "socket_timeout",
+        "graceful_timeout": "graceful_timeout",
+        "logto": "error_log",
+        "log_level": "log_level",
+    }
+    for arg, attr in simple.items():
+        value = getattr(args, arg)
+        if value is not None:
+            setattr(config, attr, value)
+    if args.disable_logging:
+        config.access_log = None
+    elif args.access_log:
+        config.access_log = args.access_log
+    return config.validate()
+
+
+def main(argv: list | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"forklift: error: {exc}", file=sys.stderr)
+        return 2
+    from .server import serve  # imported late: --help must not pay for the server modules
+
+    try:
+        return serve(config)
+    except ConfigError as exc:
+        print(f"forklift: error: {exc}", file=sys.stderr)
+        return 2
+    except AppImportError as exc:
+        print(f"forklift: error: {exc}", file=sys.stderr)
+        return 1

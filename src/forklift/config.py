@@ -1,0 +1,187 @@
+"""The one `Config` of a forklift server: every knob, its default, and its validation.
+
+Readers (the command line in `cli.py`, uWSGI ini files) turn strings into this dataclass;
+nothing else in forklift reads options. Limits and timeouts all live here with their reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+PROTOCOL_HTTP = "http"
+PROTOCOL_UWSGI = "uwsgi"
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where to listen and which protocol is spoken there.
+
+    `host` is "" for every IPv4 interface (uWSGI's ":6000"); `path` is set for unix sockets.
+    """
+
+    protocol: str
+    host: str = ""
+    port: int = 0
+    path: str | None = None
+
+    @property
+    def is_unix(self) -> bool:
+        return self.path is not None
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_address(text: str, protocol: str, key: str = "--http") -> ListenAddress:
+    """Parse `host:port`, `:port`, `[v6]:port`, `unix:/path` or a bare `/path` (a unix socket)."""
+    text = text.strip()
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path:
+            raise ConfigError(f"{key}: empty unix socket path in {text!r}")
+        return ListenAddress(protocol, path=path)
+    if "/" in text or text.endswith(".sock"):
+        return ListenAddress(protocol, path=text)
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ConfigError(f"{key}: expected [ipv6]:port, got {text!r}")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = "", text
+    if host == "*":
+        host = ""
+    port = port.strip()
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: bad port in {text!r}")
+    if host and host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not all(part.isalnum() or "-" in part for part in host.split(".")):
+                raise ConfigError(f"{key}: bad host in {text!r}") from None
+    return ListenAddress(protocol, host=host, port=int(port))
+
+
+def parse_networks(text: str, key: str) -> tuple:
+    """A comma-separated list of IP addresses or CIDR networks; `*` allows every peer."""
+    nets = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item == "*":
+            nets.extend((ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")))
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{key}: not an IP address or network: {item!r}") from None
+    return tuple(nets)
+
+
+def parse_size(text: str, key: str) -> int:
+    """Bytes, with an optional k/m/g suffix (powers of 1024)."""
+    t = text.strip().lower()
+    mult = 1
+    if t and t[-1] in "kmg":
+        mult = {"k": 1024, "m": 1024**2, "g": 1024**3}[t[-1]]
+        t = t[:-1]
+    if not t.isdigit():
+        raise ConfigError(f"{key}: expected a size in bytes (e.g. 65536, 64k, 10m), got {text!r}")
+    return int(t) * mult
+
+
+@dataclass
+class Config:
+    """Everything a forklift server needs to know; defaults are what an operator gets."""
+
+    # --- what to serve
+    app: str | None = None  # "module:callable"
+    wsgi_file: str | None = None
+    callable: str = "application"
+    chdir: str | None = None
+    pythonpath: list = field(default_factory=list)
+    script_name: str = ""  # --mount /prefix: the app lives under this URL prefix
+    preload: bool = False
+    env: list = field(default_factory=list)  # "NAME=value" set before the app is imported
+
+    # --- where
+    listeners: list = field(default_factory=list)
+    backlog: int = 1024  # listen(2) queue; the kernel caps it at net.core.somaxconn
+    uwsgi_allow_ips: tuple = parse_networks("127.0.0.1,::1", "--uwsgi-allow-ips")
+    forwarded_allow_ips: tuple = parse_networks("127.0.0.1,::1", "--forwarded-allow-ips")
+
+    # --- concurrency
+    processes: int = 1
+    threads: int = 1
+
+    # --- HTTP limits (RFC 9112 gives no numbers; these match what nginx and gunicorn accept)
+    max_request_line: int = 8192  # -> 414
+    max_header_bytes: int = 65536  # -> 431
+    max_header_fields: int = 100  # -> 431
+    max_body_size: int = 0  # limit-post; 0 = no limit -> 413 when exceeded
+    buffer_size: int = 4096  # uwsgi packet (vars) size, as uWSGI's buffer-size
+    post_buffering: int = 65536  # body bytes read before the app is called (no thread tied up)
+
+    # --- timeouts (seconds)
+    head_timeout: float = 10.0  # whole request head must arrive within this (slowloris)
+    keepalive_timeout: float = 5.0  # idle keep-alive connection is closed after this
+    socket_timeout: float = 30.0  # one blocking read or write of a body waits at most this
+    graceful_timeout: float = 30.0  # TERM: in-flight requests get this long to finish
+
+    # --- process management (master)
+    harakiri: float = 0.0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    reload_on_rss: int = 0  # MB
+    pidfile: str | None = None
+    daemonize: str | None = None
+    vacuum: bool = False
+    stats: str | None = None
+    config_file: str | None = None  # the ini file a reload re-reads
+
+    # --- logging
+    access_log: str | None = "-"  # "-" = stdout; None = off (--disable-logging)
+    error_log: str | None = None  # None = stderr (--logto FILE)
+    log_level: str = "info"
+
+    def validate(self) -> Config:
+        """Check cross-field rules; raise ConfigError naming the option."""
+        if self.app is None and self.wsgi_file is None:
+            raise ConfigError("no application: give MODULE:CALLABLE or --wsgi-file FILE")
+        if self.app is not None and ":" not in self.app and self.wsgi_file is None:
+            # uWSGI's `module = pkg.mod` without a callable means the callable option
+            self.app = f"{self.app}:{self.callable}"
+        for name in ("processes", "threads", "backlog", "max_request_line", "max_header_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be at least 1")
+        for name in ("head_timeout", "keepalive_timeout", "socket_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be positive")
+        if not 1 <= self.buffer_size <= 65535:
+            raise ConfigError("--buffer-size: must be between 1 and 65535 (uwsgi's 16-bit size)")
+        if self.script_name:
+            sn = self.script_name.rstrip("/")
+            if not sn.startswith("/"):
+                raise ConfigError(f"--mount: prefix must start with '/', got {self.script_name!r}")
+            self.script_name = sn
+        if not self.listeners:
+            self.listeners = [ListenAddress(PROTOCOL_HTTP, "127.0.0.1", 8000)]
+        return self
+
+    def replace(self, **changes) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def cpu_count() -> int:
+    return os.cpu_count() or 1

@@ -1,0 +1,547 @@
+"""Sans-IO HTTP/1.1, server side: request bytes in, events out; response heads out as bytes.
+
+`RequestParser` is fed whatever the socket produced (`receive_data`) and asked for the next
+event (`next_event`): a `RequestHead`, body `Data`, `EndOfMessage`, or `NEED_DATA`. After a
+message ends it answers `PAUSED` until the server has answered and calls
+`start_next_request()`, so pipelined bytes wait in the buffer and a request that must close
+the connection can never let a second one through. Every violation raises `ProtocolError`
+carrying the status to answer; the parser is then dead and the connection must close.
+
+`frame_response` decides how a response body is delimited and serialises its head.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from .errors import ProtocolError
+from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
+
+# --- Grammar (RFC 9110 §5.6.2, RFC 9112 §3 and §5), compiled once ----------------------------
+TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+# request-line = method SP request-target SP HTTP-version. The target is any run of visible
+# bytes: obs-text (0x80-0xFF) is let through as nginx does, it reaches PATH_INFO as latin-1.
+_request_line = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/([0-9])\.([0-9])")
+# field-line = field-name ":" OWS field-value OWS. No space before the colon (§5.1), values
+# are VCHAR / obs-text with inner SP and HTAB; any other CTL (CR, LF, NUL, ...) fails the match.
+_field_line = re.compile(rb"(" + TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*)")
+_token = re.compile(TOKEN)
+# A line ending that is not CRLF: a bare LF, or a CR followed by anything but LF (§2.2).
+_bad_line_ending = re.compile(rb"(?<!\r)\n|\r[^\n]")
+# chunk = chunk-size [ chunk-ext ] CRLF; extensions are parsed only to be skipped (§7.1.1).
+_chunk_size_line = re.compile(
+    rb"([0-9A-Fa-f]{1,16})"
+    rb"(?:[ \t]*;[ \t]*" + TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + TOKEN + rb'|"(?:[^"\\\r\n]|\\.)*"))?)*'
+    rb"[ \t]*"
+)
+_digits = re.compile(rb"[0-9]+")
+
+_TE_CODINGS = frozenset((b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"))
+_CRLF = b"\r\n"
+_MAX_CHUNK_LINE = 4096  # size + extensions; extensions are ignored, so this is generous
+_MAX_CL_DIGITS = 18  # fits in a signed 64-bit integer; anything longer is not a length
+
+
+class RequestHead(NamedTuple):
+    """A parsed request line and field block.
+
+    `headers` keeps the fields in order as (lower-cased name, value) pairs of bytes, values
+    stripped of surrounding whitespace. The framing facts the server needs are pre-computed.
+    """
+
+    method: str
+    target: bytes
+    http_version: str  # "1.1" or "1.0"
+    headers: list
+    keep_alive: bool  # what the client asked for; the response may still close
+    content_length: int | None  # None when chunked or absent
+    chunked: bool
+    expect_continue: bool
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+class Limits(NamedTuple):
+    """Parser limits; the worker builds one from `Config`. `max_body` None means unlimited."""
+
+    max_request_line: int = 8192
+    max_header_bytes: int = 65536
+    max_header_fields: int = 100
+    max_body: int | None = None
+
+
+DEFAULT_LIMITS = Limits()
+
+# Parser states
+_HEAD, _BODY_LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _END, _PAUSED, _DEAD = range(
+    9
+)
+
+
+class RequestParser:
+    """Turns the bytes of one connection into request events (see the module docstring)."""
+
+    __slots__ = (
+        "_buf",
+        "_state",
+        "_scanned",
+        "_remaining",
+        "_body_seen",
+        "_eof",
+        "_limits",
+        "_trailers",
+        "_error",
+    )
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS):
+        self._limits = limits
+        self._buf = bytearray()
+        self._state = _HEAD
+        self._scanned = 0  # bytes of the buffer already checked for line endings
+        self._remaining = 0  # body bytes left in a Content-Length body or the current chunk
+        self._body_seen = 0  # body bytes so far, for the size limit on chunked bodies
+        self._eof = False
+        self._trailers: list = []
+        self._error: ProtocolError | None = None
+
+    # -- input -------------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the peer; b"" means the peer closed its sending side."""
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes received but not consumed yet (e.g. a pipelined request)."""
+        return bytes(self._buf)
+
+    @property
+    def at_message_boundary(self) -> bool:
+        """True when no part of a request has been consumed or buffered."""
+        return self._state == _HEAD and not self._buf
+
+    @property
+    def message_complete(self) -> bool:
+        """True once the current request's body has been read to its end."""
+        return self._state in (_END, _PAUSED)
+
+    def start_next_request(self) -> None:
+        """The response to the previous request is done; parse the next one."""
+        if self._state != _PAUSED and self._state != _END:
+            raise RuntimeError("start_next_request() before the message ended")
+        self._state = _HEAD
+        self._scanned = 0
+        self._body_seen = 0
+
+    # -- events ------------------------------------------------------------------------------
+    def next_event(self):
+        """Return the next event, NEED_DATA or PAUSED; raise ProtocolError on bad input."""
+        state = self._state
+        if state == _HEAD:
+            return self._parse_head()
+        if state == _BODY_LENGTH:
+            return self._read_length_body()
+        if state == _END:
+            self._state = _PAUSED
+            trailers = tuple(self._trailers)
+            self._trailers = []
+            return EndOfMessage(trailers)
+        if state == _PAUSED:
+            return PAUSED
+        if state == _DEAD:
+            raise self._error  # type: ignore[misc]
+        return self._read_chunked_body()
+
+    def _fail(self, message: str, status: int = 400):
+        self._state = _DEAD
+        self._error = ProtocolError(message, status)
+        raise self._error
+
+    # -- head --------------------------------------------------------------------------------
+    def _parse_head(self):
+        buf = self._buf
+        # RFC 9112 §2.2: ignore empty lines before the request line (bounded by the buffer).
+        while buf[:2] == _CRLF:
+            del buf[:2]
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        if end < 0:
+            return self._head_incomplete()
+        limits = self._limits
+        if end > limits.max_request_line + limits.max_header_bytes:
+            line_end = buf.find(_CRLF)
+            if line_end > limits.max_request_line:
+                self._fail("request line too long", 414)
+            self._fail("request header fields too large", 431)
+        head = bytes(buf[:end])
+        del buf[: end + 4]
+        self._scanned = 0
+        lines = head.split(_CRLF)
+        request_line = lines[0]
+        if len(request_line) > limits.max_request_line:
+            self._fail("request line too long", 414)
+        if len(lines) - 1 > limits.max_header_fields:
+            self._fail("too many header fields", 431)
+        if len(head) - len(request_line) > limits.max_header_bytes:
+            self._fail("request header fields too large", 431)
+
+        match = _request_line.fullmatch(request_line)
+        if match is None:
+            if _bad_line_ending.search(head):
+                self._fail("line ending is not CRLF")
+            self._fail("malformed request line")
+        method, target, major, minor = match.groups()
+        if major != b"1" or minor not in (b"0", b"1"):
+            self._fail("HTTP version not supported", 505)
+        http_version = "1.1" if minor == b"1" else "1.0"
+
+        headers = []
+        append = headers.append
+        field_line = _field_line.fullmatch
+        content_length = None
+        transfer_encoding = None
+        connection = b""
+        expect = b""
+        host_count = 0
+        for line in lines[1:]:
+            m = field_line(line)
+            if m is None:
+                if line[:1] in (b" ", b"\t"):
+                    self._fail("obsolete line folding in header field")
+                if _bad_line_ending.search(line):
+                    self._fail("line ending is not CRLF")
+                self._fail("malformed header field")
+            name, value = m.groups()
+            name = name.lower()
+            value = value.rstrip(b" \t")
+            append((name, value))
+            # Framing fields are checked here, once, so the body reader can trust them.
+            if name == b"content-length":
+                content_length = self._parse_content_length(value, content_length)
+            elif name == b"transfer-encoding":
+                transfer_encoding = (
+                    value if transfer_encoding is None else transfer_encoding + b"," + value
+                )
+            elif name == b"connection":
+                connection = connection + b"," + value if connection else value
+            elif name == b"host":
+                host_count += 1
+            elif name == b"expect":
+                expect = value
+
+        # RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host.
+        if host_count > 1 or (host_count == 0 and http_version == "1.1"):
+            self._fail("a request must carry exactly one Host field")
+
+        chunked = False
+        if transfer_encoding is not None:
+            # RFC 9112 §6.1: TE in HTTP/1.0 is faulty framing; §6.3 ¶3: CL+TE is an attack.
+            if http_version == "1.0":
+                self._fail("Transfer-Encoding in an HTTP/1.0 request")
+            if content_length is not None:
+                self._fail("both Content-Length and Transfer-Encoding")
+            self._check_transfer_encoding(transfer_encoding)
+            chunked = True
+        elif (
+            content_length is not None
+            and limits.max_body is not None
+            and content_length > limits.max_body
+        ):
+            self._fail("request body larger than the limit", 413)
+
+        if connection:
+            tokens = {t.strip().lower() for t in connection.split(b",")}
+            keep_alive = (b"close" not in tokens) and (
+                http_version == "1.1" or b"keep-alive" in tokens
+            )
+        else:
+            keep_alive = http_version == "1.1"
+        # Expect is an HTTP/1.1 feature; an HTTP/1.0 client never waits for the 100.
+        expect_continue = http_version == "1.1" and expect.lower() == b"100-continue"
+
+        if chunked:
+            self._state = _CHUNK_SIZE
+        elif content_length:
+            self._state = _BODY_LENGTH
+            self._remaining = content_length
+        else:
+            self._state = _END
+        return RequestHead(
+            method.decode("ascii"),
+            target,
+            http_version,
+            headers,
+            keep_alive,
+            content_length,
+            chunked,
+            expect_continue,
+        )
+
+    def _head_incomplete(self):
+        buf = self._buf
+        limits = self._limits
+        scan_from = max(0, self._scanned - 1)
+        if _bad_line_ending.search(buf, scan_from):
+            self._fail("line ending is not CRLF")
+        self._scanned = len(buf)
+        line_end = buf.find(_CRLF)
+        if (line_end < 0 and len(buf) > limits.max_request_line) or (
+            line_end > limits.max_request_line
+        ):
+            self._fail("request line too long", 414)
+        if len(buf) > limits.max_request_line + limits.max_header_bytes + 4:
+            self._fail("request header fields too large", 431)
+        if self._eof:
+            if buf:
+                self._fail("connection closed inside a request head")
+            return ConnectionClosed()
+        return NEED_DATA
+
+    def _parse_content_length(self, value: bytes, previous: int | None) -> int:
+        # RFC 9110 §8.6: 1*DIGIT. A list of identical values ("5, 5") may be one length.
+        parts = value.split(b",") if b"," in value else (value,)
+        length = previous
+        for part in parts:
+            part = part.strip(b" \t")
+            if not _digits.fullmatch(part):
+                self._fail("Content-Length is not a decimal number")
+            if len(part) > _MAX_CL_DIGITS:
+                self._fail("Content-Length too large", 413 if self._limits.max_body else 400)
+            n = int(part)
+            if length is not None and n != length:
+                self._fail("conflicting Content-Length values")
+            length = n
+        return length  # type: ignore[return-value]
+
+    def _check_transfer_encoding(self, value: bytes) -> None:
+        codings = [c.strip(b" \t").lower() for c in value.split(b",")]
+        codings = [c for c in codings if c]
+        if not codings:
+            self._fail("empty Transfer-Encoding")
+        for coding in codings:
+            if coding != b"chunked" and coding not in _TE_CODINGS:
+                if _token.fullmatch(coding):
+                    self._fail("unknown transfer coding", 501)
+                self._fail("malformed Transfer-Encoding")
+        if codings[-1] != b"chunked":
+            # RFC 9112 §6.3 ¶4: the length of such a request cannot be determined.
+            self._fail("Transfer-Encoding does not end with chunked")
+        if len(codings) > 1:
+            # A compressed-then-chunked body would reach the app still compressed, and WSGI
+            # has no way to say so: refuse rather than deliver bytes the app cannot read.
+            self._fail("only the chunked transfer coding is implemented", 501)
+
+    # -- bodies ------------------------------------------------------------------------------
+    def _read_length_body(self):
+        buf = self._buf
+        if not buf:
+            if self._eof:
+                self._fail("connection closed inside a request body")
+            return NEED_DATA
+        remaining = self._remaining
+        if len(buf) <= remaining:
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:remaining])
+            del buf[:remaining]
+        remaining -= len(data)
+        self._remaining = remaining
+        if not remaining:
+            self._state = _END
+        return Data(data)
+
+    def _read_chunked_body(self):
+        buf = self._buf
+        while True:
+            state = self._state
+            if state == _CHUNK_SIZE:
+                end = buf.find(_CRLF)
+                if end < 0:
+                    if len(buf) > _MAX_CHUNK_LINE:
+                        self._fail("chunk size line too long")
+                    if _bad_line_ending.search(buf):
+                        self._fail("line ending is not CRLF")
+                    return self._need_body_data()
+                line = bytes(buf[:end])
+                m = _chunk_size_line.fullmatch(line)
+                if m is None:
+                    self._fail("malformed chunk size")
+                size = int(m.group(1), 16)
+                del buf[: end + 2]
+                if size == 0:
+                    self._state = _TRAILERS
+                    continue
+                self._body_seen += size
+                max_body = self._limits.max_body
+                if max_body is not None and self._body_seen > max_body:
+                    self._fail("request body larger than the limit", 413)
+                self._remaining = size
+                self._state = _CHUNK_DATA
+            elif state == _CHUNK_DATA:
+                if not buf:
+                    return self._need_body_data()
+                remaining = self._remaining
+                if len(buf) <= remaining:
+                    data = bytes(buf)
+                    buf.clear()
+                else:
+                    data = bytes(buf[:remaining])
+                    del buf[:remaining]
+                self._remaining = remaining - len(data)
+                if not self._remaining:
+                    self._state = _CHUNK_END
+                return Data(data)
+            elif state == _CHUNK_END:
+                if len(buf) < 2:
+                    if buf and buf[:1] != b"\r":
+                        self._fail("chunk data not followed by CRLF")
+                    return self._need_body_data()
+                if buf[:2] != _CRLF:
+                    self._fail("chunk data not followed by CRLF")
+                del buf[:2]
+                self._state = _CHUNK_SIZE
+            else:  # _TRAILERS
+                return self._read_trailers()
+
+    def _read_trailers(self):
+        buf = self._buf
+        if buf[:2] == _CRLF:
+            del buf[:2]
+            self._state = _END
+            return self.next_event()
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > self._limits.max_header_bytes:
+                self._fail("trailer section too large", 431)
+            if _bad_line_ending.search(buf):
+                self._fail("line ending is not CRLF")
+            return self._need_body_data()
+        block = bytes(buf[:end])
+        del buf[: end + 4]
+        lines = block.split(_CRLF)
+        if len(lines) > self._limits.max_header_fields:
+            self._fail("too many trailer fields", 431)
+        for line in lines:
+            m = _field_line.fullmatch(line)
+            if m is None:
+                self._fail("malformed trailer field")
+            self._trailers.append((m.group(1).lower(), m.group(2).rstrip(b" \t")))
+        self._state = _END
+        return self.next_event()
+
+    def _need_body_data(self):
+        if self._eof:
+            self._fail("connection closed inside a chunked body")
+        return NEED_DATA
+
+
+# --- Responses ------------------------------------------------------------------------------
+#: How a response body is delimited on the wire.
+BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_UNTIL_CLOSE = "none", "length", "chunked", "close"
+
+# Header names the server owns: an app's values for these are replaced or checked, not copied.
+_HOP_BY_HOP = frozenset(("connection", "transfer-encoding", "keep-alive"))
+
+
+class ResponseFrame(NamedTuple):
+    """The decided framing of one response: its serialised head, body mode and fate."""
+
+    head: bytes
+    body_mode: str
+    content_length: int | None
+    keep_alive: bool
+
+
+def status_code(status: str) -> int:
+    """The integer code of a WSGI status string such as '200 OK'."""
+    return int(status[:3])
+
+
+def frame_response(
+    request: RequestHead | None,
+    status: str,
+    headers: list,
+    *,
+    known_length: int | None = None,
+    keep_alive: bool = True,
+    extra: bytes = b"",
+) -> ResponseFrame:
+    """Decide how to delimit a response body and serialise the head.
+
+    `headers` are (str, str) pairs the caller validated. `known_length` is the body length
+    when the server knows it without a Content-Length header (a one-element body).
+    `keep_alive` False forces `Connection: close`. `extra` is pre-serialised header lines
+    (Date, Server) the caller adds. Rules: RFC 9112 §6.1-6.3 and §9.
+    """
+    code = int(status[:3])
+    is_head = request is not None and request.method == "HEAD"
+    http10 = request is None or request.http_version == "1.0"
+    keep_alive = keep_alive and request is not None and request.keep_alive
+
+    lines = []
+    content_length = None
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "content-length":
+            content_length = int(value) if value.isdigit() else None
+            if content_length is None:
+                raise ValueError(f"Content-Length from the app is not a number: {value!r}")
+        elif lname in _HOP_BY_HOP:
+            continue  # the server decides how the connection and body are framed
+        lines.append(f"{name}: {value}\r\n")
+
+    if code < 200 or code == 204 or code == 304:
+        body_mode = BODY_NONE
+        if code < 200 or code == 204:
+            content_length = None  # RFC 9110 §8.6: not sent in 1xx or 204
+    elif is_head:
+        body_mode = BODY_NONE
+        if content_length is None and known_length is not None:
+            content_length = known_length
+    elif content_length is not None:
+        body_mode = BODY_LENGTH
+    elif known_length is not None:
+        body_mode = BODY_LENGTH
+        content_length = known_length
+    elif not http10 and keep_alive:
+        body_mode = BODY_CHUNKED
+    else:
+        body_mode = BODY_UNTIL_CLOSE
+        keep_alive = False
+
+    if content_length is not None and (code >= 200 and code != 204):
+        lines.append(f"Content-Length: {content_length}\r\n")
+    if body_mode == BODY_CHUNKED:
+        lines.append("Transfer-Encoding: chunked\r\n")
+    if not keep_alive:
+        lines.append("Connection: close\r\n")
+    elif http10:
+        lines.append("Connection: keep-alive\r\n")
+
+    version = b"HTTP/1.1 " if request is None or not http10 else b"HTTP/1.0 "
+    head = version + (status + "\r\n" + "".join(lines)).encode("latin-1") + extra + _CRLF
+    return ResponseFrame(head, body_mode, content_length, keep_alive)
+
+
+def error_response(status: int, reason: str, message: str = "", extra: bytes = b"") -> bytes:
+    """A complete, self-contained error response that closes the connection."""
+    body = (message or reason).encode("latin-1", "replace") + b"\n"
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n%s\r\n%s"
+        % (status, reason.encode("latin-1"), len(body), extra, body)
+    )
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -1,0 +1,103 @@
+"""The error log and the access log: formats, destinations, reopening after logrotate.
+
+The error log is the stdlib `logging` logger "forklift" (rare, human-facing lines). The access
+log is written by hand because it runs once per request: one formatted line per response,
+the timestamp cached per second.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+error_log = logging.getLogger("forklift")
+
+_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"
+_handler: logging.Handler | None = None
+
+
+def setup_error_log(path: str | None, level: str = "info") -> None:
+    """Send the error log to `path` (append) or stderr; calling it again reopens the file."""
+    global _handler
+    new: logging.Handler
+    new = logging.FileHandler(path, encoding="utf-8") if path else logging.StreamHandler(sys.stderr)
+    new.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S %z"))
+    if _handler is not None:
+        error_log.removeHandler(_handler)
+        _handler.close()
+    _handler = new
+    error_log.addHandler(new)
+    error_log.setLevel(getattr(logging, level.upper(), logging.INFO))
+    error_log.propagate = False
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class AccessLog:
+    """Combined log format lines, to stdout ("-") or a file opened in append mode."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self._lock = threading.Lock()
+        self._second = -1
+        self._stamp = ""
+        self._fd = -1
+        self.reopen()
+
+    def reopen(self) -> None:
+        """Open (again) the destination: after logrotate moved the file, USR1 lands here."""
+        if self.path in (None, "-"):
+            self._fd = 1
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        old, self._fd = self._fd, fd
+        if old > 2:
+            os.close(old)
+
+    def _timestamp(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            t = time.localtime(second)
+            off = t.tm_gmtoff
+            sign = "+" if off >= 0 else "-"
+            off = abs(off) // 60
+            self._stamp = "%02d/%s/%04d:%02d:%02d:%02d %s%02d%02d" % (
+                t.tm_mday,
+                _MONTHS[t.tm_mon - 1],
+                t.tm_year,
+                t.tm_hour,
+                t.tm_min,
+                t.tm_sec,
+                sign,
+                off // 60,
+                off % 60,
+            )
+            self._second = second
+        return self._stamp
+
+    def log(self, environ: dict, status: str, size: int, duration: float) -> None:
+        """One combined-format line, plus the request time in microseconds."""
+        now = time.time()
+        method = environ.get("REQUEST_METHOD", "-")
+        line = '%s - - [%s] "%s %s %s" %s %s "%s" "%s" %d\n' % (
+            environ.get("REMOTE_ADDR") or "-",
+            self._timestamp(now),
+            method,
+            environ.get("REQUEST_URI", "-"),
+            environ.get("SERVER_PROTOCOL", "-"),
+            status[:3] if status else "-",
+            size if size else "-",
+            environ.get("HTTP_REFERER", "-"),
+            environ.get("HTTP_USER_AGENT", "-"),
+            int(duration * 1e6),
+        )
+        data = line.encode("utf-8", "backslashreplace")
+        with self._lock:
+            try:
+                os.write(self._fd, data)
+            except OSError:
+                pass  # a full disk or closed stdout must never break serving

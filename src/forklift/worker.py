@@ -1,0 +1,805 @@
+"""One worker process: an epoll loop over inherited listeners and their connections, the app
+called inline (threads = 1) or on a small thread pool, keep-alive, timeouts, graceful exit.
+
+Why this shape: with threads = 1 the loop parses, calls the app and answers in one pass with
+no thread hand-off (the hand-off costs more than parsing). With threads > 1 the loop still
+owns every connection between requests (an idle keep-alive client never holds a thread);
+a thread owns a connection only while a request on it runs. Heads, and bodies up to
+`post_buffering`, are read by the loop, so a slow client never ties up a thread either.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import queue
+import select
+import signal
+import socket
+import threading
+import time
+import traceback
+from email.utils import formatdate
+
+from . import http1
+from .errors import PeerGone, ProtocolError
+from .events import NEED_DATA, ConnectionClosed, Data, EndOfMessage
+from .log import AccessLog, error_log
+from .wsgi import (
+    AppError,
+    BodyReader,
+    base_environ,
+    decode_path,
+    http_environ,
+    mount_split,
+    run_app,
+    split_target,
+)
+
+_EPOLLIN = select.EPOLLIN
+_ONESHOT = select.EPOLLONESHOT
+_RECV_SIZE = 65536
+_COALESCE_LIMIT = 65536  # head + body joined into one send below this; writev above
+_LINGER_SECONDS = 2.0  # after an error answer, read and discard what the client still sends
+_REASONS = {
+    400: "Bad Request",
+    404: "Not Found",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    505: "HTTP Version Not Supported",
+}
+
+# Connection phases, for the timeout sweep.
+_IDLE, _HEAD, _BODY, _BUSY, _LINGER = range(5)
+
+
+class _DateCache:
+    """The Date header line, formatted once per second (RFC 9110 §6.6.1)."""
+
+    __slots__ = ("second", "line")
+
+    def __init__(self):
+        self.second = -1
+        self.line = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.line = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+            self.second = now
+        return self.line
+
+
+_date = _DateCache()
+
+
+class Connection:
+    """One client connection and its parser; owned by the loop or by one thread at a time."""
+
+    __slots__ = (
+        "sock",
+        "fd",
+        "parser",
+        "peer",
+        "site",
+        "phase",
+        "deadline",
+        "head",
+        "body",
+        "body_size",
+        "requests",
+    )
+
+    def __init__(self, sock, peer, site, limits, deadline):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.parser = http1.RequestParser(limits)
+        self.peer = peer
+        self.site = site
+        self.phase = _IDLE
+        self.deadline = deadline
+        self.head = None  # a request head whose body the loop is still buffering
+        self.body = None
+        self.body_size = 0
+        self.requests = 0
+
+
+class Site:
+    """What a listener serves: its base environ (SERVER_NAME/PORT, scheme, multithread...)."""
+
+    __slots__ = ("listener", "environ", "is_unix")
+
+    def __init__(self, listener, environ, is_unix):
+        self.listener = listener
+        self.environ = environ
+        self.is_unix = is_unix
+
+
+# --- blocking-with-timeout I/O on non-blocking sockets ---------------------------------------
+def send_all(sock, data, timeout: float) -> None:
+    """Send everything or raise PeerGone; the first send is tried without waiting."""
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError as exc:
+        raise PeerGone(f"send failed: {exc}") from None
+    if sent == len(data):
+        return
+    view = memoryview(data)[sent:]
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLOUT)
+    ms = int(timeout * 1000)
+    while view:
+        if not poller.poll(ms):
+            raise PeerGone("send timed out")
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            raise PeerGone(f"send failed: {exc}") from None
+        view = view[sent:]
+
+
+def recv_wait(sock, timeout: float) -> bytes:
+    """Receive some bytes, waiting up to `timeout`; b"" at EOF; PeerGone on reset/timeout."""
+    try:
+        return sock.recv(_RECV_SIZE)
+    except BlockingIOError:
+        pass
+    except OSError as exc:
+        raise PeerGone(f"recv failed: {exc}") from None
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(int(left * 1000) + 1):
+            raise PeerGone("timed out reading the request body")
+        try:
+            return sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            raise PeerGone(f"recv failed: {exc}") from None
+
+
+class HttpResponse:
+    """The `sink` of wsgi.run_app for HTTP/1.x: frames the body and writes it to the socket.
+
+    The head is held back and sent with the first body bytes, so a small answer leaves in
+    one send().
+    """
+
+    __slots__ = (
+        "conn",
+        "request",
+        "timeout",
+        "head_sent",
+        "keep_alive",
+        "mode",
+        "remaining",
+        "pending",
+        "status",
+        "sent",
+    )
+    can_sendfile = True
+
+    def __init__(self, conn, request, timeout, keep_alive):
+        self.conn = conn
+        self.request = request
+        self.timeout = timeout
+        self.head_sent = False
+        self.keep_alive = keep_alive
+        self.mode = http1.BODY_NONE
+        self.remaining = None
+        self.pending = b""
+        self.status = ""
+        self.sent = 0
+
+    def send_head(self, status, headers, known_length):
+        # A request body the app left unread would be parsed as the next request unless we
+        # drain it; if it is not all here yet, closing is the safe answer (RFC 9112 §9.3).
+        conn = self.conn
+        if not conn.parser.message_complete:
+            _drain_buffered_body(conn)
+            if not conn.parser.message_complete:
+                self.keep_alive = False
+        frame = http1.frame_response(
+            self.request,
+            status,
+            headers,
+            known_length=known_length,
+            keep_alive=self.keep_alive,
+            extra=_date.get(),
+        )
+        self.head_sent = True
+        self.status = status
+        self.keep_alive = frame.keep_alive
+        self.mode = frame.body_mode
+        self.remaining = frame.content_length
+        self.pending = frame.head
+
+    def send_body(self, data):
+        mode = self.mode
+        if mode == http1.BODY_NONE:
+            return
+        if mode == http1.BODY_LENGTH:
+            if len(data) > self.remaining:
+                # More than the app's Content-Length: the excess would be read as the start
+                # of another response. Cut it and close.
+                data = data[: self.remaining]
+                self.keep_alive = False
+            self.remaining -= len(data)
+        elif mode == http1.BODY_CHUNKED:
+            data = http1.chunk(data)
+        self.sent += len(data)
+        if self.pending:
+            if len(data) < _COALESCE_LIMIT:
+                data = self.pending + data
+                self.pending = b""
+            else:
+                send_all(self.conn.sock, self.pending, self.timeout)
+                self.pending = b""
+        send_all(self.conn.sock, data, self.timeout)
+
+    def sendfile(self, fd, offset, count):
+        if self.pending:
+            send_all(self.conn.sock, self.pending, self.timeout)
+            self.pending = b""
+        if self.mode == http1.BODY_NONE or count <= 0:
+            return
+        sock = self.conn.sock
+        poller = None
+        end = offset + count
+        while offset < end:
+            try:
+                n = os.sendfile(sock.fileno(), fd, offset, end - offset)
+            except BlockingIOError:
+                n = -1
+            except OSError as exc:
+                raise PeerGone(f"sendfile failed: {exc}") from None
+            if n == 0:  # the file shrank under us: the promised length cannot be kept
+                self.keep_alive = False
+                break
+            if n > 0:
+                offset += n
+                self.sent += n
+                if self.remaining is not None:
+                    self.remaining -= n
+                continue
+            if poller is None:
+                poller = select.poll()
+                poller.register(sock.fileno(), select.POLLOUT)
+            if not poller.poll(int(self.timeout * 1000)):
+                raise PeerGone("send timed out")
+
+    def finish(self):
+        out = self.pending
+        self.pending = b""
+        if self.mode == http1.BODY_CHUNKED:
+            out += http1.LAST_CHUNK
+        elif self.mode == http1.BODY_LENGTH and self.remaining:
+            self.keep_alive = False  # fewer bytes than promised: only a close can tell
+        if out:
+            send_all(self.conn.sock, out, self.timeout)
+
+
+def _drain_buffered_body(conn) -> None:
+    """Consume body bytes already received, without waiting for more."""
+    parser = conn.parser
+    try:
+        while True:
+            event = parser.next_event()
+            if event is NEED_DATA or type(event) is EndOfMessage:
+                return
+            if type(event) is not Data:
+                return
+    except ProtocolError:
+        return
+
+
+class Worker:
+    """Serve the app on the given listeners until told to stop."""
+
+    def __init__(self, config, app, listeners, *, access_log=None, age: int = 0):
+        self.config = config
+        self.app = app
+        self.listeners = listeners
+        self.access_log = access_log if access_log is not None else AccessLog(None)
+        if config.access_log is None:
+            self.access_log = None
+        self.limits = http1.Limits(
+            config.max_request_line,
+            config.max_header_bytes,
+            config.max_header_fields,
+            config.max_body_size or None,
+        )
+        self.inline = config.threads <= 1
+        self.alive = True
+        self.graceful_deadline = None
+        self.requests_served = 0
+        self.max_requests = 0  # set by the master for recycling; 0 = never
+        self.busy = {}  # thread ident -> (start, method, path): for harakiri reports
+        self._conns = {}
+        self._lock = threading.Lock()
+        self._poller = select.epoll()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller.register(self._wake_r, _EPOLLIN)
+        self._sites = {}
+        self._queue = None
+        self._threads = []
+        multiprocess = config.processes > 1
+        for listener in listeners:
+            addr = listener.address
+            if addr.is_unix:
+                name, port = "localhost", "80"
+            else:
+                host = listener.sock.getsockname()[0]
+                name = addr.host or host
+                port = str(listener.sock.getsockname()[1])
+            environ = base_environ(
+                server_name=name,
+                server_port=port,
+                multithread=not self.inline,
+                multiprocess=multiprocess,
+                script_name=config.script_name,
+            )
+            self._sites[listener.sock.fileno()] = Site(listener, environ, addr.is_unix)
+        self._conn_flags = _EPOLLIN if self.inline else _EPOLLIN | _ONESHOT
+
+    # -- control -----------------------------------------------------------------------------
+    def stop(self, graceful: bool = True) -> None:
+        """Stop accepting; with `graceful`, let in-flight requests finish (signal-safe)."""
+        if graceful and self.alive:
+            self.graceful_deadline = time.monotonic() + self.config.graceful_timeout
+        elif not graceful:
+            self.graceful_deadline = time.monotonic()
+        self.alive = False
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def install_signal_handlers(self) -> None:
+        """TERM: graceful exit; INT and QUIT: fast exit. Only for the worker's own process."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop(graceful=True))
+        signal.signal(signal.SIGINT, lambda *_: self.stop(graceful=False))
+        signal.signal(signal.SIGQUIT, lambda *_: self.stop(graceful=False))
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> None:
+        """The event loop; returns when stopped and every connection is done."""
+        if not self.inline:
+            self._queue = queue.SimpleQueue()
+            for i in range(self.config.threads):
+                t = threading.Thread(target=self._thread_main, name=f"forklift-{i}", daemon=True)
+                t.start()
+                self._threads.append(t)
+        for fd in self._sites:
+            # EPOLLEXCLUSIVE: with several workers on one socket, wake one, not all.
+            flags = _EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
+            self._poller.register(fd, flags)
+        poll = self._poller.poll
+        sites = self._sites
+        conns = self._conns
+        wake_r = self._wake_r
+        next_sweep = time.monotonic() + 1.0
+        accepting = True
+        try:
+            while True:
+                if not self.alive:
+                    if accepting:
+                        self._stop_accepting()
+                        accepting = False
+                    if self._finished_draining():
+                        return
+                try:
+                    events = poll(1.0)
+                except InterruptedError:
+                    continue
+                for fd, _ev in events:
+                    conn = conns.get(fd)
+                    if conn is not None:
+                        self._on_readable(conn)
+                    elif fd in sites:
+                        if accepting:
+                            self._accept(sites[fd])
+                    elif fd == wake_r:
+                        self._drain_wakeups()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + 1.0
+        finally:
+            self._shutdown()
+
+    def _stop_accepting(self) -> None:
+        for fd in list(self._sites):
+            try:
+                self._poller.unregister(fd)
+            except (OSError, KeyError):
+                pass
+        # Idle keep-alive connections are closed now; busy ones when their answer is out.
+        for conn in list(self._conns.values()):
+            if conn.phase == _IDLE:
+                self._close(conn)
+
+    def _finished_draining(self) -> bool:
+        if not self._conns:
+            return True
+        return self.graceful_deadline is not None and time.monotonic() >= self.graceful_deadline
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _accept(self, site) -> None:
+        lsock = site.listener.sock
+        now = time.monotonic()
+        deadline = now + self.config.head_timeout
+        for _ in range(64):  # bounded, so one busy listener cannot starve the others
+            try:
+                sock, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    error_log.error("accept failed: %s (too many open files?)", exc)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            sock.setblocking(False)
+            if site.is_unix:
+                peer = None
+            else:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                peer = addr[:2]
+            conn = Connection(sock, peer, site, self.limits, deadline)
+            self._conns[conn.fd] = conn
+            self._poller.register(conn.fd, self._conn_flags)
+
+    def _on_readable(self, conn) -> None:
+        if conn.phase == _BUSY:
+            return
+        try:
+            data = conn.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            self._rearm(conn)
+            return
+        except OSError as exc:
+            error_log.debug("recv from %s failed: %s", conn.peer, exc)
+            self._close(conn)
+            return
+        if conn.phase == _LINGER:
+            if data:
+                self._rearm(conn)
+            else:
+                self._close(conn)
+            return
+        conn.parser.receive_data(data)
+        self._advance(conn, in_thread=False)
+
+    def _rearm(self, conn) -> None:
+        if not self.inline:
+            try:
+                self._poller.modify(conn.fd, self._conn_flags)
+            except OSError:
+                pass
+
+    # -- requests ----------------------------------------------------------------------------
+    def _advance(self, conn, in_thread: bool) -> None:
+        """Parse what the connection has; run every complete request; then wait for bytes.
+
+        Called by the loop after a read, and by a pool thread after an answer (pipelining).
+        """
+        parser = conn.parser
+        config = self.config
+        while True:
+            try:
+                event = parser.next_event()
+            except ProtocolError as exc:
+                self._reject(conn, exc)
+                return
+            if event is NEED_DATA:
+                now = time.monotonic()
+                if conn.phase == _IDLE and not parser.at_message_boundary:
+                    conn.phase = _HEAD
+                    conn.deadline = now + config.head_timeout
+                elif conn.phase == _BODY:
+                    conn.deadline = now + config.socket_timeout
+                self._hand_back(conn, in_thread)
+                return
+            kind = type(event)
+            if kind is http1.RequestHead:
+                conn.head = event
+                conn.body = []
+                conn.body_size = 0
+                if not event.has_body:
+                    continue  # the EndOfMessage follows at once
+                if event.expect_continue or (
+                    event.content_length is not None
+                    and event.content_length > config.post_buffering
+                ):
+                    # Stream it: the app's reads pull the body (and send the 100 first).
+                    self._dispatch(conn, in_thread, streaming=True)
+                    if in_thread or self.inline:
+                        if not self._after_request(conn):
+                            return
+                        continue
+                    return
+                conn.phase = _BODY
+                conn.deadline = time.monotonic() + config.socket_timeout
+            elif kind is Data:
+                conn.body.append(event.data)
+                conn.body_size += len(event.data)
+                if conn.body_size > config.post_buffering:
+                    self._dispatch(conn, in_thread, streaming=True)
+                    if in_thread or self.inline:
+                        if not self._after_request(conn):
+                            return
+                        continue
+                    return
+            elif kind is EndOfMessage:
+                self._dispatch(conn, in_thread, streaming=False)
+                if in_thread or self.inline:
+                    if not self._after_request(conn):
+                        return
+                    continue
+                return
+            elif kind is ConnectionClosed:
+                self._close(conn)
+                return
+            else:  # PAUSED cannot happen here: _after_request restarts the parser
+                self._close(conn)
+                return
+
+    def _dispatch(self, conn, in_thread: bool, streaming: bool) -> None:
+        conn.phase = _BUSY
+        if self.inline or in_thread:
+            self._serve(conn, streaming)
+        else:
+            self._queue.put((conn, streaming))
+
+    def _thread_main(self) -> None:
+        get = self._queue.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            conn, streaming = item
+            self._serve(conn, streaming)
+            if self._after_request(conn):
+                self._advance(conn, in_thread=True)
+
+    def _hand_back(self, conn, in_thread: bool) -> None:
+        """The connection waits for bytes: give it (back) to the loop."""
+        if conn.fd < 0:
+            return
+        if in_thread or not self.inline:
+            try:
+                self._poller.modify(conn.fd, self._conn_flags)
+            except OSError:
+                self._close(conn)
+
+    def _after_request(self, conn) -> bool:
+        """After an answer: True when the connection stays open for the next request."""
+        if conn.fd < 0:
+            return False
+        parser = conn.parser
+        if conn.phase != _BUSY or not parser.message_complete or not self.alive:
+            if conn.phase != _LINGER:
+                self._close(conn)
+            return False
+        parser.start_next_request()
+        conn.phase = _IDLE
+        conn.head = None
+        conn.body = None
+        conn.deadline = time.monotonic() + self.config.keepalive_timeout
+        self.requests_served += 1
+        if self.max_requests and self.requests_served >= self.max_requests:
+            self.stop(graceful=True)
+        return True
+
+    def _serve(self, conn, streaming: bool) -> None:
+        """Run the app for the request whose head (and maybe body) the connection holds."""
+        head = conn.head
+        config = self.config
+        start = time.monotonic()
+        conn.requests += 1
+        path, query, authority = split_target(head.target)
+        path_info = decode_path(path)
+        split = mount_split(path_info, config.script_name)
+        if split is None:
+            self._simple_answer(conn, 404, "Not Found", "no application is mounted at this path")
+            return
+        site = conn.site
+        body = conn.body
+        if streaming:
+            stream = BodyReader(
+                self._body_puller(conn, body),
+                self._continue_sender(conn) if head.expect_continue else None,
+            )
+        elif body:
+            stream = io.BytesIO(body[0] if len(body) == 1 else b"".join(body))
+        else:
+            stream = io.BytesIO()
+        environ = http_environ(site.environ, head, split[1], query, authority, conn.peer)
+        environ["wsgi.input"] = stream
+        if split[0]:
+            environ["SCRIPT_NAME"] = split[0]
+        response = HttpResponse(conn, head, config.socket_timeout, self.alive)
+        ident = threading.get_ident()
+        self.busy[ident] = (start, head.method, environ["REQUEST_URI"])
+        try:
+            run_app(self.app, environ, response)
+        except PeerGone as exc:
+            error_log.debug("client %s went away: %s", conn.peer, exc)
+            self._close(conn)
+            return
+        except Exception as exc:
+            self._app_failed(conn, response, environ, exc)
+            return
+        finally:
+            self.busy.pop(ident, None)
+            if self.access_log is not None:
+                self.access_log.log(
+                    environ, response.status, response.sent, time.monotonic() - start
+                )
+        if not response.keep_alive:
+            self._close(conn)
+
+    def _body_puller(self, conn, buffered):
+        parser = conn.parser
+        pending = list(buffered)
+        timeout = self.config.socket_timeout
+
+        def pull() -> bytes:
+            if pending:
+                return pending.pop(0)
+            while True:
+                try:
+                    event = parser.next_event()
+                except ProtocolError as exc:
+                    raise PeerGone(f"bad request body: {exc}") from None
+                if type(event) is Data:
+                    return event.data
+                if event is NEED_DATA:
+                    parser.receive_data(recv_wait(conn.sock, timeout))
+                    continue
+                return b""  # EndOfMessage (or PAUSED after it)
+
+        return pull
+
+    def _continue_sender(self, conn):
+        def send_continue() -> None:
+            if not conn.parser.message_complete:
+                send_all(conn.sock, http1.CONTINUE_RESPONSE, self.config.socket_timeout)
+
+        return send_continue
+
+    def _app_failed(self, conn, response, environ, exc) -> None:
+        parser_error = getattr(conn.parser, "_error", None)
+        if response.head_sent:
+            error_log.error(
+                "error after the response head was sent for %s %s; closing the connection\n%s",
+                environ.get("REQUEST_METHOD"),
+                environ.get("REQUEST_URI"),
+                traceback.format_exc().rstrip(),
+            )
+            self._close(conn)
+            return
+        if parser_error is not None and parser_error.status:
+            # The body was malformed or too large while the app read it: the client's fault.
+            self._reject(conn, parser_error)
+            return
+        if isinstance(exc, AppError):
+            error_log.error(
+                "%s %s: %s", environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI"), exc
+            )
+        else:
+            error_log.error(
+                "exception in the app for %s %s\n%s",
+                environ.get("REQUEST_METHOD"),
+                environ.get("REQUEST_URI"),
+                traceback.format_exc().rstrip(),
+            )
+        response.status = "500 Internal Server Error"
+        self._simple_answer(conn, 500, "Internal Server Error", "Internal Server Error")
+
+    def _simple_answer(self, conn, status: int, reason: str, message: str) -> None:
+        """A short plain-text answer, then close (the connection state is unknown)."""
+        try:
+            send_all(
+                conn.sock,
+                http1.error_response(status, reason, message, _date.get()),
+                self.config.socket_timeout,
+            )
+        except PeerGone:
+            pass
+        self._linger(conn)
+
+    def _reject(self, conn, exc: ProtocolError) -> None:
+        """A protocol error: answer its status (if any) and close, never parse further."""
+        error_log.debug("bad request from %s: %s", conn.peer, exc)
+        if exc.status:
+            body = http1.error_response(
+                exc.status, _REASONS.get(exc.status, "Bad Request"), str(exc), _date.get()
+            )
+            try:
+                conn.sock.send(body)  # once, without waiting: a hostile peer gets no more
+            except OSError:
+                pass
+        self._linger(conn)
+
+    def _linger(self, conn) -> None:
+        """Close our side, then discard what the peer still sends for a moment, so the
+        kernel does not answer its in-flight bytes with a reset that destroys our answer."""
+        if conn.fd < 0:
+            return
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.phase = _LINGER
+        conn.deadline = time.monotonic() + _LINGER_SECONDS
+        try:
+            self._poller.modify(conn.fd, self._conn_flags)
+        except OSError:
+            self._close(conn)
+
+    def _close(self, conn) -> None:
+        fd = conn.fd
+        if fd < 0:
+            return
+        conn.fd = -1
+        self._conns.pop(fd, None)
+        try:
+            self._poller.unregister(fd)
+        except (OSError, KeyError):
+            pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+    def _sweep(self, now: float) -> None:
+        """Close connections past their deadline: idle keep-alive, slow heads and bodies."""
+        for conn in list(self._conns.values()):
+            phase = conn.phase
+            if phase == _BUSY or now < conn.deadline:
+                continue
+            if phase in (_HEAD, _BODY):
+                error_log.debug("request from %s timed out; closing", conn.peer)
+                try:
+                    conn.sock.send(http1.error_response(408, "Request Timeout", extra=_date.get()))
+                except OSError:
+                    pass
+            self._close(conn)
+
+    def _shutdown(self) -> None:
+        for conn in list(self._conns.values()):
+            self._close(conn)
+        if self._queue is not None:
+            for _ in self._threads:
+                self._queue.put(None)
+        self._poller.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -1,0 +1,418 @@
+"""PEP 3333 for forklift: the environ, `start_response`, `write()`, `wsgi.input`, the file
+wrapper, and running one app call to its end (result iterated and always closed).
+
+Nothing here knows which protocol or socket delivered the request: HTTP heads and uwsgi
+vars both become an environ here, and the response goes to a `sink` the worker provides
+(`send_head`, `send_body`, `sendfile`, `finish`, `head_sent`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+import sys
+from urllib.parse import unquote_to_bytes
+
+from .errors import PeerGone
+
+# Header names an app may send: RFC 9110 token. Values: no CTL but HTAB, latin-1 only.
+_header_name_ok = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
+_header_value_bad = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]").search
+_status_ok = re.compile(r"[1-9][0-9][0-9] [^\x00-\x1f\x7f]*").fullmatch
+
+
+class AppError(Exception):
+    """The application broke PEP 3333 (bad status or header, write before start_response)."""
+
+
+# --- environ ---------------------------------------------------------------------------------
+def _environ_key(name: bytes) -> str | None:
+    """CGI name for a header field, or None for fields that must not reach the app.
+
+    A field whose name holds "_" is dropped: CGI turns "-" into "_", so `X-Forwarded_For`
+    would otherwise arrive as HTTP_X_FORWARDED_FOR and pose as `X-Forwarded-For`.
+    """
+    if b"_" in name:
+        return None
+    key = name.decode("ascii").upper().replace("-", "_")
+    if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+        return key
+    return "HTTP_" + key
+
+
+_KEY_CACHE: dict = {}
+_KEY_CACHE_MAX = 512  # field names seen in the wild; bounded so junk names cannot grow it
+
+
+def base_environ(
+    *,
+    server_name: str,
+    server_port: str,
+    url_scheme: str = "http",
+    multithread: bool,
+    multiprocess: bool,
+    errors=None,
+    script_name: str = "",
+) -> dict:
+    """The per-listener part of every environ; copied for each request (dict.copy is cheap)."""
+    return {
+        "SCRIPT_NAME": script_name,
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": url_scheme,
+        "wsgi.errors": errors if errors is not None else sys.stderr,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": FileWrapper,
+    }
+
+
+def split_target(target: bytes) -> tuple:
+    """(path bytes, query bytes, authority or None) of a request-target (RFC 9112 §3.2)."""
+    authority = None
+    if target[:1] != b"/":
+        if target == b"*":
+            return b"*", b"", None
+        scheme, sep, rest = target.partition(b"://")
+        if sep and scheme.lower() in (b"http", b"https"):
+            authority, slash, path = rest.partition(b"/")
+            target = b"/" + path if slash else b"/"
+            if b"@" in authority:  # userinfo is not part of the host (RFC 9110 §4.2.4)
+                authority = authority.rpartition(b"@")[2]
+    path, _, query = target.partition(b"?")
+    if b"#" in query:
+        query = query.partition(b"#")[0]
+    elif b"#" in path:
+        path = path.partition(b"#")[0]
+    return path, query, authority
+
+
+def decode_path(path: bytes) -> str:
+    """PATH_INFO: percent-decoded bytes carried as a latin-1 str (PEP 3333 "bytes as str")."""
+    if b"%" in path:
+        path = unquote_to_bytes(path)
+    return path.decode("latin-1")
+
+
+def mount_split(path: str, script_name: str) -> tuple | None:
+    """(SCRIPT_NAME, PATH_INFO) for an app mounted at `script_name`, None when outside it."""
+    if not script_name:
+        return "", path
+    if path == script_name or path.startswith(script_name + "/"):
+        return script_name, path[len(script_name) :]
+    return None
+
+
+def http_environ(base: dict, head, path_info: str, query: bytes, authority, peer) -> dict:
+    """The environ of one HTTP/1.x request. `peer` is (addr, port) or None (unix socket)."""
+    environ = base.copy()
+    environ["REQUEST_METHOD"] = head.method
+    environ["PATH_INFO"] = path_info
+    environ["QUERY_STRING"] = query.decode("latin-1")
+    uri = head.target.decode("latin-1")
+    environ["REQUEST_URI"] = uri
+    environ["RAW_URI"] = uri
+    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if head.http_version == "1.1" else "HTTP/1.0"
+    if peer is not None:
+        environ["REMOTE_ADDR"] = peer[0]
+        environ["REMOTE_PORT"] = str(peer[1])
+    else:
+        environ["REMOTE_ADDR"] = ""
+    cache = _KEY_CACHE
+    for name, value in head.headers:
+        key = cache.get(name, 0)
+        if key == 0:
+            key = _environ_key(name)
+            if len(cache) < _KEY_CACHE_MAX:
+                cache[name] = key
+        if key is None:
+            continue
+        value = value.decode("latin-1")
+        if key in environ:
+            # RFC 9110 §5.3: a repeated field is one list joined by commas; cookies are the
+            # exception (RFC 6265 §5.4 joins cookie-pairs with "; ").
+            environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
+        else:
+            environ[key] = value
+    if head.content_length is not None:
+        environ["CONTENT_LENGTH"] = str(head.content_length)  # "5, 5" arrives as "5"
+    if head.chunked:
+        environ["wsgi.input_terminated"] = True  # read() to EOF is safe; Werkzeug relies on it
+    if authority is not None:
+        environ["HTTP_HOST"] = authority.decode("latin-1")  # RFC 9112 §3.2.2
+    host = environ.get("HTTP_HOST")
+    if host:
+        if host[:1] == "[":
+            environ["SERVER_NAME"] = host[: host.find("]") + 1] or host
+        else:
+            environ["SERVER_NAME"] = host.partition(":")[0]
+    return environ
+
+
+# --- wsgi.input ------------------------------------------------------------------------------
+class BodyReader(io.RawIOBase):
+    """`wsgi.input` for a body that is still arriving: reads never block past the body.
+
+    `pull()` returns the next piece of the body, or b"" at its end; it does the socket
+    reads (with the worker's timeout) and raises PeerGone when the client disappears.
+    `on_first_read` sends the interim "100 Continue" when the client asked to wait for it.
+    """
+
+    def __init__(self, pull, on_first_read=None):
+        super().__init__()
+        self._pull = pull
+        self._on_first_read = on_first_read
+        self._buf = b""
+        self._done = False
+
+    @property
+    def finished(self) -> bool:
+        return self._done and not self._buf
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        if self._done:
+            return False
+        if self._on_first_read is not None:
+            hook, self._on_first_read = self._on_first_read, None
+            hook()
+        data = self._pull()
+        if not data:
+            self._done = True
+            return False
+        self._buf += data
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            data, self._buf = self._buf, b""
+            return data
+        while len(self._buf) < size and self._fill():
+            pass
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        while True:
+            end = self._buf.find(b"\n")
+            if end >= 0:
+                end += 1
+                break
+            if size is not None and 0 <= size <= len(self._buf):
+                end = size
+                break
+            if not self._fill():
+                end = len(self._buf)
+                break
+        if size is not None and 0 <= size < end:
+            end = size
+        data, self._buf = self._buf[:end], self._buf[end:]
+        return data
+
+    def readlines(self, hint: int = -1) -> list:
+        lines, total = [], 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def drain(self) -> None:
+        """Read and discard the rest of the body."""
+        self._buf = b""
+        while self._fill():
+            self._buf = b""
+
+
+# --- file wrapper ----------------------------------------------------------------------------
+class FileWrapper:
+    """`wsgi.file_wrapper`: iterates a file in blocks; the worker may `sendfile` it instead."""
+
+    def __init__(self, filelike, blksize: int = 65536):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        read, size = self.filelike.read, self.blksize
+        while True:
+            data = read(size)
+            if not data:
+                return
+            yield data
+
+    def sendfile_span(self) -> tuple | None:
+        """(fd, offset, count) when the file is a regular file the kernel can send."""
+        try:
+            fd = self.filelike.fileno()
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            offset = self.filelike.tell()
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return None
+        return fd, offset, max(0, st.st_size - offset)
+
+
+# --- running the app -------------------------------------------------------------------------
+class _Response:
+    __slots__ = ("status", "headers", "invalid")
+
+    def __init__(self):
+        self.status = None
+        self.headers = None
+        self.invalid = None
+
+
+def _check_headers(status, headers) -> str | None:
+    """Why the app's status or headers cannot be sent, or None when they are fine."""
+    if type(status) is not str or not _status_ok(status):
+        return f"bad status {status!r}"
+    if type(headers) is not list:
+        return f"headers must be a list, got {type(headers).__name__}"
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            return f"header {item!r} is not a (name, value) tuple"
+        name, value = item
+        if type(name) is not str or not _header_name_ok(name):
+            return f"bad header name {name!r}"
+        if type(value) is not str or _header_value_bad(value):
+            return f"bad value for header {name}: {value!r}"
+    return None
+
+
+def run_app(app, environ: dict, sink) -> None:
+    """Call the app for one request and send its response through `sink`.
+
+    Errors before the head is sent become a 500 (traceback to the error log); after it, the
+    exception propagates so the worker closes the connection. PeerGone propagates too. The
+    result's close() is always called.
+    """
+    response = _Response()
+
+    def write(data):
+        if response.status is None:
+            raise AppError("write() called before start_response()")
+        if type(data) is not bytes:
+            raise AppError(f"write() needs bytes, got {type(data).__name__}")
+        if not sink.head_sent:
+            sink.send_head(response.status, response.headers, None)
+        if data:
+            sink.send_body(data)
+
+    def start_response(status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if sink.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif response.status is not None:
+            raise AppError("start_response() called twice without exc_info")
+        problem = _check_headers(status, headers)
+        if problem is not None:
+            response.invalid = problem
+            raise AppError(problem)
+        response.status = status
+        response.headers = headers
+        return write
+
+    result = app(environ, start_response)
+    try:
+        if response.invalid:
+            raise AppError(response.invalid)
+        if type(result) is list and len(result) == 1 and not sink.head_sent:
+            # The common case: the whole body in one piece, its length known.
+            data = result[0]
+            if type(data) is not bytes:
+                raise AppError(f"the app yielded {type(data).__name__}, not bytes")
+            _require_status(response)
+            sink.send_head(response.status, response.headers, len(data))
+            if data:
+                sink.send_body(data)
+        elif (
+            type(result) is FileWrapper
+            and not sink.head_sent
+            and _try_sendfile(result, response, sink)
+        ):
+            pass
+        else:
+            for data in result:
+                if type(data) is not bytes:
+                    raise AppError(f"the app yielded {type(data).__name__}, not bytes")
+                if data:
+                    if not sink.head_sent:
+                        _require_status(response)
+                        sink.send_head(response.status, response.headers, None)
+                    sink.send_body(data)
+            if not sink.head_sent:
+                _require_status(response)
+                sink.send_head(response.status, response.headers, 0)
+        sink.finish()
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+
+
+def _require_status(response: _Response) -> None:
+    if response.invalid:
+        raise AppError(response.invalid)
+    if response.status is None:
+        raise AppError("the app returned a body without calling start_response()")
+
+
+def _try_sendfile(result: FileWrapper, response: _Response, sink) -> bool:
+    _require_status(response)
+    if not getattr(sink, "can_sendfile", False):
+        return False
+    span = result.sendfile_span()
+    if span is None:
+        return False
+    fd, offset, count = span
+    for name, value in response.headers:
+        if name.lower() == "content-length" and value.isdigit():
+            count = min(count, int(value))
+    sink.send_head(response.status, response.headers, count)
+    sink.sendfile(fd, offset, count)
+    return True
+
+
+__all__ = [
+    "AppError",
+    "BodyReader",
+    "FileWrapper",
+    "PeerGone",
+    "base_environ",
+    "decode_path",
+    "http_environ",
+    "mount_split",
+    "run_app",
+    "split_target",
+]
