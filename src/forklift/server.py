@@ -10,6 +10,15 @@ from .log import AccessLog, error_log, setup_error_log
 from .worker import Worker
 
 
+def describe(listener) -> str:
+    """The address a listener really has (port 0 becomes the port the kernel chose)."""
+    addr = listener.address
+    if addr.is_unix:
+        return str(addr)
+    host = addr.host or "0.0.0.0"
+    return f"[{host}]:{listener.port}" if ":" in host else f"{host}:{listener.port}"
+
+
 def serve(config) -> int:
     """Serve until stopped; the return value is the process exit code."""
     setup_error_log(config.error_log, config.log_level)
@@ -21,7 +30,7 @@ def serve(config) -> int:
         worker = Worker(config, app, listeners, access_log=access_log)
         worker.install_signal_handlers()
         for listener in listeners:
-            error_log.info("listening on %s (%s)", listener.address, listener.address.protocol)
+            error_log.info("listening on %s (%s)", describe(listener), listener.address.protocol)
         worker.run()
     finally:
         sockets.close_all(listeners, unlink=True)
