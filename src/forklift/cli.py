@@ -22,6 +22,8 @@ Serve a WSGI application over HTTP/1.1 (and the uwsgi protocol) with pre-forked 
 """
 
 EPILOG = """\
+control: forklift reload|stop|status --pidfile FILE
+
 addresses: host:port, :port (every IPv4 interface), [::1]:port, unix:/path/to.sock
 
 signals (to the master): HUP graceful reload, TERM graceful stop within --graceful-timeout,
@@ -166,6 +168,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--socket-timeout", type=_seconds, help="each body read or response write (30)")
     g.add_argument("--graceful-timeout", type=_seconds, help="TERM: time to finish requests (30)")
 
+    g = p.add_argument_group("process management")
+    g.add_argument("--pidfile", metavar="FILE", help="write the master's pid here")
+    g.add_argument(
+        "--daemonize", "-d", metavar="LOGFILE", help="detach; stdout and stderr go to LOGFILE"
+    )
+    g.add_argument(
+        "--harakiri",
+        "--timeout",
+        dest="harakiri",
+        metavar="SECONDS",
+        type=_seconds,
+        help="kill and replace a worker whose request runs longer; its stack is logged",
+    )
+    g.add_argument(
+        "--max-requests", metavar="N", type=_positive_int, help="replace a worker after N requests"
+    )
+    g.add_argument(
+        "--max-requests-jitter", metavar="J", type=_positive_int, help="add 0..J to max-requests"
+    )
+    g.add_argument(
+        "--reload-on-rss", metavar="MB", type=_positive_int, help="replace a worker above MB RSS"
+    )
+    g.add_argument(
+        "--preload",
+        action="store_true",
+        help="import the app in the master before forking (shared memory; HUP then restarts "
+        "workers but does not re-import changed code)",
+    )
+    g.add_argument("--vacuum", action="store_true", help="remove unix sockets and pidfile on exit")
+    g.add_argument("--stats", metavar="ADDR", help="serve the master's status as JSON on ADDR")
+
     g = p.add_argument_group("logging")
     g.add_argument("--disable-logging", action="store_true", help="no access log")
     g.add_argument("--access-log", metavar="FILE", help="access log file (default: stdout)")
@@ -219,12 +252,21 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "socket_timeout": "socket_timeout",
         "graceful_timeout": "graceful_timeout",
         "logto": "error_log",
+        "pidfile": "pidfile",
+        "daemonize": "daemonize",
+        "harakiri": "harakiri",
+        "max_requests": "max_requests",
+        "max_requests_jitter": "max_requests_jitter",
+        "reload_on_rss": "reload_on_rss",
+        "stats": "stats",
         "log_level": "log_level",
     }
     for arg, attr in simple.items():
         value = getattr(args, arg)
         if value is not None:
             setattr(config, attr, value)
+    config.preload = args.preload
+    config.vacuum = args.vacuum
     if args.disable_logging:
         config.access_log = None
     elif args.access_log:
@@ -232,8 +274,49 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config.validate()
 
 
+CONTROL_COMMANDS = ("reload", "stop", "status")
+
+
+def control_main(argv: list) -> int:
+    """`forklift reload|stop|status --pidfile F`: act on a running master."""
+    from . import control
+
+    p = _Parser(prog=f"forklift {argv[0]}", description=control_main.__doc__)
+    p.add_argument("--pidfile", metavar="FILE", help="the master's pidfile")
+    p.add_argument("--stats", metavar="ADDR", help="the master's --stats address (status)")
+    p.add_argument("--timeout", type=_seconds, default=None, help="seconds to wait")
+    if argv[0] == "stop":
+        p.add_argument("--graceful", action="store_true", help="TERM: finish requests first")
+    if argv[0] == "status":
+        p.add_argument("--json", action="store_true", help="print the raw JSON document")
+    args = p.parse_args(argv[1:])
+    if not args.pidfile and not (argv[0] == "status" and args.stats):
+        p.error("--pidfile is required")
+    try:
+        if argv[0] == "reload":
+            status = control.reload(args.pidfile, args.timeout or 120.0)
+            print(f"reloaded: generation {status['generation']} is serving")
+        elif argv[0] == "stop":
+            control.stop(args.pidfile, args.graceful, args.timeout or 60.0)
+            print("stopped")
+        else:
+            status = control.fetch_status(args.pidfile, args.stats)
+            if args.json:
+                import json
+
+                print(json.dumps(status, indent=2))
+            else:
+                print(control.format_status(status))
+    except control.ControlError as exc:
+        print(f"forklift {argv[0]}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in CONTROL_COMMANDS:
+        return control_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -17,6 +17,7 @@ import queue
 import select
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -25,7 +26,7 @@ from email.utils import formatdate
 from . import http1
 from .errors import PeerGone, ProtocolError
 from .events import NEED_DATA, ConnectionClosed, Data, EndOfMessage
-from .log import AccessLog, error_log
+from .log import AccessLog, error_log, setup_error_log
 from .wsgi import (
     AppError,
     BodyReader,
@@ -308,8 +309,10 @@ def _drain_buffered_body(conn) -> None:
 class Worker:
     """Serve the app on the given listeners until told to stop."""
 
-    def __init__(self, config, app, listeners, *, access_log=None, age: int = 0):
+    def __init__(self, config, app, listeners, *, access_log=None, slot=None, notify=None):
         self.config = config
+        self.slot = slot  # scoreboard.WorkerSlot, when a master watches this worker
+        self.notify = notify  # callable(str) sending one line to the master
         self.app = app
         self.listeners = listeners
         self.access_log = access_log if access_log is not None else AccessLog(None)
@@ -357,6 +360,17 @@ class Worker:
         self._conn_flags = _EPOLLIN if self.inline else _EPOLLIN | _ONESHOT
 
     # -- control -----------------------------------------------------------------------------
+    def retire(self, reason: str) -> None:
+        """Past a limit (max-requests, memory): tell the master, then stop gracefully.
+
+        The master starts a replacement as soon as it hears, so service has no gap."""
+        if not self.alive:
+            return
+        error_log.info("worker %d retiring: %s", os.getpid(), reason)
+        if self.notify is not None:
+            self.notify(f"retiring {os.getpid()}")
+        self.stop(graceful=True)
+
     def stop(self, graceful: bool = True) -> None:
         """Stop accepting; with `graceful`, let in-flight requests finish (signal-safe)."""
         if graceful and self.alive:
@@ -378,6 +392,13 @@ class Worker:
         signal.signal(signal.SIGINT, lambda *_: self.stop(graceful=False))
         signal.signal(signal.SIGQUIT, lambda *_: self.stop(graceful=False))
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, lambda *_: self._reopen_logs())
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reload is the master's business
+
+    def _reopen_logs(self) -> None:
+        if self.access_log is not None:
+            self.access_log.reopen()
+        setup_error_log(self.config.error_log, self.config.log_level)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -388,6 +409,8 @@ class Worker:
                 t = threading.Thread(target=self._thread_main, name=f"forklift-{i}", daemon=True)
                 t.start()
                 self._threads.append(t)
+        if self.slot is not None or self.config.harakiri:
+            threading.Thread(target=self._watchdog, name="forklift-watchdog", daemon=True).start()
         for fd in self._sites:
             # EPOLLEXCLUSIVE: with several workers on one socket, wake one, not all.
             flags = _EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
@@ -426,16 +449,52 @@ class Worker:
         finally:
             self._shutdown()
 
+    def _watchdog(self) -> None:
+        """Heartbeat for the master; harakiri: a request past the limit gets its stack
+        logged and the worker killed (the master replaces it)."""
+        harakiri = self.config.harakiri
+        while True:
+            time.sleep(0.25)
+            if self.slot is not None:
+                self.slot.heartbeat()
+            if not harakiri:
+                continue
+            now = time.monotonic()
+            for ident, (start, method, uri) in list(self.busy.items()):
+                if now - start > harakiri:
+                    self._harakiri(ident, method, uri, now - start)
+
+    def _harakiri(self, ident: int, method: str, uri: str, elapsed: float) -> None:
+        frame = sys._current_frames().get(ident)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
+        error_log.error(
+            "harakiri: %s %s has run %.1f s (limit %s s); worker %d killed. Stuck at:\n%s",
+            method,
+            uri,
+            elapsed,
+            self.config.harakiri,
+            os.getpid(),
+            stack.rstrip(),
+        )
+        for handler in error_log.handlers:
+            handler.flush()
+        if self.notify is not None:
+            self.notify(f"harakiri {os.getpid()}")
+        os.kill(os.getpid(), signal.SIGKILL)
+
     def _stop_accepting(self) -> None:
         for fd in list(self._sites):
             try:
                 self._poller.unregister(fd)
             except (OSError, KeyError):
                 pass
-        # Idle keep-alive connections are closed now; busy ones when their answer is out.
-        for conn in list(self._conns.values()):
-            if conn.phase == _IDLE:
-                self._close(conn)
+        # Idle keep-alive connections are not cut: a client may be sending on one right now.
+        # A request that arrives is answered with "Connection: close"; the others end at
+        # their keep-alive deadline, as they would have anyway.
+        if self.graceful_deadline is not None and time.monotonic() >= self.graceful_deadline:
+            for conn in list(self._conns.values()):
+                if conn.phase != _BUSY:
+                    self._close(conn)
 
     def _finished_draining(self) -> bool:
         if not self._conns:
@@ -614,7 +673,7 @@ class Worker:
         conn.deadline = time.monotonic() + self.config.keepalive_timeout
         self.requests_served += 1
         if self.max_requests and self.requests_served >= self.max_requests:
-            self.stop(graceful=True)
+            self.retire(f"served {self.requests_served} requests (max-requests)")
         return True
 
     def _serve(self, conn, streaming: bool) -> None:
@@ -647,6 +706,9 @@ class Worker:
         response = HttpResponse(conn, head, config.socket_timeout, self.alive)
         ident = threading.get_ident()
         self.busy[ident] = (start, head.method, environ["REQUEST_URI"])
+        slot = self.slot
+        if slot is not None:
+            slot.request_started()
         try:
             run_app(self.app, environ, response)
         except PeerGone as exc:
@@ -658,6 +720,8 @@ class Worker:
             return
         finally:
             self.busy.pop(ident, None)
+            if slot is not None:
+                slot.request_finished()
             if self.access_log is not None:
                 self.access_log.log(
                     environ, response.status, response.sent, time.monotonic() - start

@@ -1,0 +1,558 @@
+"""The master: fork workers over the listeners it bound, reap them, replace them, reload them
+by generation without dropping a request, and stop them gracefully.
+
+It is a small loop over explicit state. Signals only write their number into a pipe
+(`signal.set_wakeup_fd`); the loop reads the pipe and runs one method per event, so no
+state is ever changed inside a signal handler. Workers talk back over a second pipe with
+one short line per event ("ready PID", "bootfail PID reason", "retiring PID"): writes of
+less than PIPE_BUF bytes are atomic, so lines from several workers never interleave.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+
+from . import sockets
+from .appload import load_app
+from .errors import AppImportError, ConfigError
+from .log import AccessLog, error_log, setup_error_log
+from .scoreboard import Scoreboard
+from .worker import Worker
+
+EXIT_BOOT_FAILED = 3  # a worker that could not import the app exits with this
+_BOOT_TIMEOUT = 60.0  # a worker that neither reports ready nor fails in this time is killed
+_FAST_STOP_GRACE = 1.0  # INT/QUIT: seconds before SIGKILL
+_HARAKIRI_BACKSTOP = 5.0  # worker's own watchdog silent this long past harakiri: SIGKILL
+_MAX_BACKOFF = 30.0
+
+_SIGNALS = (
+    signal.SIGCHLD,
+    signal.SIGHUP,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGUSR1,
+)
+
+
+def set_proctitle(title: str) -> None:
+    try:
+        import setproctitle  # optional extra: forklift[proctitle]
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)
+
+
+class WorkerProcess:
+    """What the master knows of one worker."""
+
+    __slots__ = ("pid", "generation", "slot", "number", "started", "ready", "retiring", "killed")
+
+    def __init__(self, pid, generation, slot, number):
+        self.pid = pid
+        self.generation = generation
+        self.slot = slot
+        self.number = number
+        self.started = time.monotonic()
+        self.ready = False
+        self.retiring = False
+        self.killed = False
+
+
+class Master:
+    """Run workers for `config` on `listeners` until stopped; `run()` returns the exit code."""
+
+    def __init__(self, config, listeners, reload_config=None, preloaded_app=None):
+        self.config = config
+        self.listeners = listeners
+        self.reload_config = reload_config  # callable returning a fresh Config (HUP)
+        self.preloaded_app = preloaded_app
+        self.workers: dict[int, WorkerProcess] = {}
+        self.generation = 1  # the newest generation started
+        self.serving = 1  # the generation that takes traffic
+        self.pending = None  # generation booting for a reload, if any
+        self.previous_config = None
+        self.target = config.processes
+        self.scoreboard = Scoreboard(max(256, config.processes * 4))
+        self.started = time.time()
+        self.stopping = None  # None, "graceful" or "fast"
+        self.stop_deadline = 0.0
+        self.reload_state = {"generation": 1, "state": "done", "error": None}
+        self.boot_failures = 0
+        self.next_spawn_at = 0.0
+        self.last_boot_error = None
+        self.ever_ready = False  # until one worker boots, a boot failure is fatal
+        self.exit_code = 0
+        self.worker_numbers = 0
+        self._signal_r, self._signal_w = os.pipe()
+        self._notify_r, self._notify_w = os.pipe()
+        self._notify_buf = b""
+        self._control = []  # stats / control sockets
+
+    # -- setup ------------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        for fd in (self._signal_r, self._signal_w, self._notify_r):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self._signal_w)
+        for sig in _SIGNALS:
+            signal.signal(sig, _noop)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def _open_control(self) -> None:
+        paths = []
+        if self.config.pidfile:
+            paths.append(self.config.pidfile + ".sock")
+        for path in paths:
+            try:
+                if os.path.exists(path):
+                    os.unlink(path)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.bind(path)
+                os.chmod(path, 0o600)
+                sock.listen(16)
+                sock.setblocking(False)
+                self._control.append((sock, path))
+            except OSError as exc:
+                error_log.warning("cannot open the control socket %s: %s", path, exc)
+        if self.config.stats:
+            from .config import PROTOCOL_HTTP, parse_address
+
+            listener = sockets.bind(parse_address(self.config.stats, PROTOCOL_HTTP, "--stats"), 16)
+            self._control.append((listener.sock, listener.address.path))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        set_proctitle("forklift: master")
+        self._install_signals()
+        self._open_control()
+        error_log.info(
+            "master %d: %d worker(s) x %d thread(s)",
+            os.getpid(),
+            self.target,
+            self.config.threads,
+        )
+        try:
+            while True:
+                self._maintain()
+                if self.stopping and not self.workers:
+                    return self.exit_code
+                rlist = [self._signal_r, self._notify_r] + [s for s, _ in self._control]
+                try:
+                    ready, _, _ = select.select(rlist, [], [], 0.25)
+                except InterruptedError:
+                    continue
+                for fd in ready:
+                    if fd == self._signal_r:
+                        self._on_signals()
+                    elif fd == self._notify_r:
+                        self._on_notify()
+                    else:
+                        self._answer_control(fd)
+                self._reap()
+        finally:
+            signal.set_wakeup_fd(-1)
+            for sock, path in self._control:
+                sock.close()
+                if path:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+
+    def _on_signals(self) -> None:
+        try:
+            data = os.read(self._signal_r, 512)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum == signal.SIGCHLD:
+                self._reap()
+            elif signum == signal.SIGHUP:
+                self.reload()
+            elif signum == signal.SIGTERM:
+                self.stop(graceful=True)
+            elif signum in (signal.SIGINT, signal.SIGQUIT):
+                self.stop(graceful=False)
+            elif signum == signal.SIGTTIN:
+                self.target += 1
+                error_log.info("TTIN: %d worker(s)", self.target)
+            elif signum == signal.SIGTTOU:
+                if self.target > 1:
+                    self.target -= 1
+                    error_log.info("TTOU: %d worker(s)", self.target)
+            elif signum == signal.SIGUSR1:
+                setup_error_log(self.config.error_log, self.config.log_level)
+                self._signal_all(signal.SIGUSR1)
+
+    def _on_notify(self) -> None:
+        try:
+            self._notify_buf += os.read(self._notify_r, 65536)
+        except BlockingIOError:
+            return
+        *lines, self._notify_buf = self._notify_buf.split(b"\n")
+        for raw in lines:
+            kind, _, rest = raw.decode("utf-8", "replace").partition(" ")
+            pid_text, _, message = rest.partition(" ")
+            worker = self.workers.get(int(pid_text)) if pid_text.isdigit() else None
+            if worker is None:
+                continue
+            if kind == "ready":
+                worker.ready = True
+                self.ever_ready = True
+                self.boot_failures = 0
+                self._check_reload_done()
+            elif kind == "bootfail":
+                self.last_boot_error = message
+            elif kind == "retiring":
+                worker.retiring = True  # _maintain starts its replacement now
+            elif kind == "harakiri":
+                worker.retiring = True
+
+    # -- reaping ----------------------------------------------------------------------------
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            self.scoreboard.release(worker.slot)
+            self._on_worker_exit(worker, status)
+
+    def _on_worker_exit(self, worker: WorkerProcess, status: int) -> None:
+        code = os.waitstatus_to_exitcode(status)
+        if not worker.ready:
+            reason = self.last_boot_error or _describe_exit(code)
+            self.last_boot_error = None
+            if worker.generation == self.pending:
+                self._reload_failed(reason)
+                return
+            if self.stopping:
+                return
+            if not self.ever_ready:
+                # The app never imported: respawning would only repeat the error.
+                print(f"forklift: error: {reason}", file=sys.stderr, flush=True)
+                self.exit_code = 1
+                self.stop(graceful=False)
+                return
+            self.boot_failures += 1
+            delay = min(_MAX_BACKOFF, 0.5 * 2 ** (self.boot_failures - 1))
+            self.next_spawn_at = time.monotonic() + delay
+            error_log.error(
+                "worker %d failed to boot: %s; retrying in %.1f s", worker.pid, reason, delay
+            )
+            return
+        if self.stopping or worker.retiring or worker.killed:
+            if code not in (0, -signal.SIGKILL) and not worker.retiring:
+                error_log.info("worker %d exited: %s", worker.pid, _describe_exit(code))
+            return
+        error_log.error(
+            "worker %d died unexpectedly (%s); replacing it", worker.pid, _describe_exit(code)
+        )
+
+    # -- keeping the right workers alive ----------------------------------------------------
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        if self.stopping:
+            if now >= self.stop_deadline:
+                for worker in self.workers.values():
+                    if not worker.killed:
+                        error_log.warning("worker %d did not stop in time; killing it", worker.pid)
+                        _kill(worker.pid, signal.SIGKILL)
+                        worker.killed = True
+            return
+        self._check_health(now)
+        serving = self.serving
+        active = [w for w in self.workers.values() if w.generation == serving and not w.retiring]
+        if len(active) < self.target and now >= self.next_spawn_at:
+            for _ in range(self.target - len(active)):
+                self.spawn(serving)
+        elif len(active) > self.target:
+            for worker in sorted(active, key=lambda w: w.started)[: len(active) - self.target]:
+                worker.retiring = True
+                _kill(worker.pid, signal.SIGTERM)
+
+    def _check_health(self, now: float) -> None:
+        """Harakiri backstop, memory limit, and workers stuck in boot."""
+        config = self.config
+        for worker in list(self.workers.values()):
+            if worker.killed:
+                continue
+            if not worker.ready and now - worker.started > _BOOT_TIMEOUT:
+                error_log.error(
+                    "worker %d did not boot in %d s; killing it", worker.pid, _BOOT_TIMEOUT
+                )
+                _kill(worker.pid, signal.SIGKILL)
+                worker.killed = True
+                continue
+            if not worker.ready:
+                continue
+            _, _, busy, _, beat = self.scoreboard.read(worker.slot)
+            if (
+                config.harakiri
+                and busy
+                and beat
+                and now - beat > config.harakiri + _HARAKIRI_BACKSTOP
+            ):
+                error_log.error(
+                    "harakiri: worker %d is unresponsive for %.0f s; killing it",
+                    worker.pid,
+                    now - beat,
+                )
+                _kill(worker.pid, signal.SIGKILL)
+                worker.killed = True
+                continue
+            if config.reload_on_rss and not worker.retiring:
+                rss = rss_mb(worker.pid)
+                if rss > config.reload_on_rss:
+                    error_log.info(
+                        "worker %d uses %d MB (reload-on-rss %d MB); replacing it",
+                        worker.pid,
+                        rss,
+                        config.reload_on_rss,
+                    )
+                    worker.retiring = True
+                    _kill(worker.pid, signal.SIGTERM)
+
+    def spawn(self, generation: int) -> None:
+        used = {w.slot for w in self.workers.values()}
+        slot = self.scoreboard.free_slot(used)
+        self.worker_numbers += 1
+        number = self.worker_numbers
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = self._worker_main(generation, slot, number)
+            finally:
+                os._exit(code)
+        self.scoreboard.claim(slot, pid, generation)
+        self.workers[pid] = WorkerProcess(pid, generation, slot, number)
+
+    def _worker_main(self, generation: int, slot: int, number: int) -> int:
+        """Runs in the child after fork(): import the app, report, serve."""
+        signal.set_wakeup_fd(-1)
+        for sig in _SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        for fd in (self._signal_r, self._signal_w, self._notify_r):
+            os.close(fd)
+        for sock, _ in self._control:
+            sock.close()
+        set_proctitle(f"forklift: worker {number}")
+        notify_fd = self._notify_w
+
+        def notify(line: str) -> None:
+            data = (line.replace("\n", " ")[:1000] + "\n").encode("utf-8", "replace")
+            try:
+                os.write(notify_fd, data)
+            except OSError:
+                pass
+
+        config = self.config
+        try:
+            app = self.preloaded_app or load_app(config)
+        except AppImportError as exc:
+            error_log.error("worker %d: %s", os.getpid(), exc)
+            notify(f"bootfail {os.getpid()} {exc}")
+            return EXIT_BOOT_FAILED
+        except BaseException as exc:
+            error_log.error("worker %d failed to boot:\n%s", os.getpid(), traceback.format_exc())
+            notify(f"bootfail {os.getpid()} {type(exc).__name__}: {exc}")
+            return EXIT_BOOT_FAILED
+        access_log = AccessLog(config.access_log) if config.access_log else None
+        worker = Worker(
+            config,
+            app,
+            self.listeners,
+            access_log=access_log,
+            slot=self.scoreboard.view(slot),
+            notify=notify,
+        )
+        if config.max_requests:
+            worker.max_requests = config.max_requests + random.randint(
+                0, max(0, config.max_requests_jitter)
+            )
+        worker.install_signal_handlers()
+        notify(f"ready {os.getpid()}")
+        worker.run()
+        return 0
+
+    # -- reload and stop --------------------------------------------------------------------
+    def reload(self) -> None:
+        """HUP: start a new generation; retire the old one only once the new one serves."""
+        if self.stopping:
+            return
+        if self.pending is not None:
+            error_log.warning("HUP ignored: a reload is already in progress")
+            return
+        if self.reload_config is not None:
+            try:
+                new = self.reload_config()
+            except (ConfigError, AppImportError) as exc:
+                self.reload_state = {
+                    "generation": self.generation + 1,
+                    "state": "failed",
+                    "error": str(exc),
+                }
+                error_log.error("reload refused, old workers keep serving: %s", exc)
+                return
+            self.previous_config = self.config
+            self._apply_reloaded_config(new)
+        self.generation += 1
+        self.pending = self.generation
+        self.reload_state = {"generation": self.generation, "state": "pending", "error": None}
+        error_log.info("reload: starting generation %d", self.generation)
+        self.boot_failures = 0
+        self.next_spawn_at = 0.0
+        for _ in range(self.target):
+            self.spawn(self.generation)
+
+    def _apply_reloaded_config(self, new) -> None:
+        # Listeners stay: they are bound once and shared, so no connection is refused.
+        new.listeners = self.config.listeners
+        self.target = new.processes
+        self.config = new
+
+    def _check_reload_done(self) -> None:
+        if self.pending is None:
+            return
+        new = [w for w in self.workers.values() if w.generation == self.pending]
+        if len(new) < self.target or not all(w.ready for w in new):
+            return
+        self.serving, self.pending = self.pending, None
+        self.previous_config = None
+        self.reload_state = {"generation": self.serving, "state": "done", "error": None}
+        for worker in self.workers.values():
+            if worker.generation != self.serving and not worker.retiring:
+                worker.retiring = True
+                _kill(worker.pid, signal.SIGTERM)
+        error_log.info(
+            "reload: generation %d is serving; old workers finish and exit", self.generation
+        )
+
+    def _reload_failed(self, reason: str) -> None:
+        error_log.error("reload failed, old workers keep serving: %s", reason)
+        self.reload_state = {"generation": self.pending, "state": "failed", "error": reason}
+        for worker in list(self.workers.values()):
+            if worker.generation == self.pending and not worker.killed:
+                worker.killed = True
+                _kill(worker.pid, signal.SIGKILL)
+        self.pending = None
+        if self.previous_config is not None:
+            self.config, self.previous_config = self.previous_config, None
+            self.target = self.config.processes
+
+    def stop(self, graceful: bool) -> None:
+        if self.stopping == "fast" or (self.stopping and graceful):
+            return
+        self.stopping = "graceful" if graceful else "fast"
+        grace = self.config.graceful_timeout if graceful else _FAST_STOP_GRACE
+        self.stop_deadline = time.monotonic() + grace
+        error_log.info("%s stop", self.stopping)
+        self._signal_all(signal.SIGTERM if graceful else signal.SIGINT)
+
+    def _signal_all(self, sig: int) -> None:
+        for pid in list(self.workers):
+            _kill(pid, sig)
+
+    # -- status -----------------------------------------------------------------------------
+    def status(self) -> dict:
+        now = time.monotonic()
+        workers = []
+        for w in sorted(self.workers.values(), key=lambda w: w.number):
+            _, _, busy, requests, _ = self.scoreboard.read(w.slot)
+            workers.append(
+                {
+                    "pid": w.pid,
+                    "number": w.number,
+                    "generation": w.generation,
+                    "age": round(now - w.started, 1),
+                    "ready": w.ready,
+                    "retiring": w.retiring,
+                    "requests": requests,
+                    "busy": busy,
+                    "state": "busy" if busy else "idle",
+                    "rss_mb": round(rss_mb(w.pid), 1),
+                }
+            )
+        return {
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 1),
+            "generation": self.serving,
+            "reload": self.reload_state,
+            "target_workers": self.target,
+            "threads": self.config.threads,
+            "stopping": self.stopping,
+            "workers": workers,
+        }
+
+    def _answer_control(self, fd) -> None:
+        for sock, _ in self._control:
+            if sock is fd or sock.fileno() == fd:
+                break
+        else:
+            return
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        try:
+            conn.settimeout(1.0)
+            conn.sendall(json.dumps(self.status()).encode() + b"\n")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+def _noop(signum, frame) -> None:
+    """Signals are handled by the loop; set_wakeup_fd delivers their numbers."""
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.ESRCH:
+            raise
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code == EXIT_BOOT_FAILED:
+        return "could not import the app"
+    return f"exit code {code}"
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1048576
