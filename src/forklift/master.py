@@ -393,7 +393,11 @@ class Master:
             )
         worker.install_signal_handlers()
         notify(f"ready {os.getpid()}")
-        worker.run()
+        try:
+            worker.run()
+        except BaseException:
+            error_log.critical("worker %d crashed:\n%s", os.getpid(), traceback.format_exc())
+            return 1
         return 0
 
     # -- reload and stop --------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import io
+import ipaddress
 import os
 import queue
 import select
@@ -23,7 +24,8 @@ import time
 import traceback
 from email.utils import formatdate
 
-from . import http1
+from . import http1, uwsgi
+from .config import PROTOCOL_UWSGI
 from .errors import PeerGone, ProtocolError
 from .events import NEED_DATA, ConnectionClosed, Data, EndOfMessage
 from .log import AccessLog, error_log, setup_error_log
@@ -36,6 +38,7 @@ from .wsgi import (
     mount_split,
     run_app,
     split_target,
+    uwsgi_environ,
 )
 
 _EPOLLIN = select.EPOLLIN
@@ -96,10 +99,10 @@ class Connection:
         "requests",
     )
 
-    def __init__(self, sock, peer, site, limits, deadline):
+    def __init__(self, sock, peer, site, parser, deadline):
         self.sock = sock
         self.fd = sock.fileno()
-        self.parser = http1.RequestParser(limits)
+        self.parser = parser
         self.peer = peer
         self.site = site
         self.phase = _IDLE
@@ -113,12 +116,13 @@ class Connection:
 class Site:
     """What a listener serves: its base environ (SERVER_NAME/PORT, scheme, multithread...)."""
 
-    __slots__ = ("listener", "environ", "is_unix")
+    __slots__ = ("listener", "environ", "is_unix", "is_uwsgi")
 
     def __init__(self, listener, environ, is_unix):
         self.listener = listener
         self.environ = environ
         self.is_unix = is_unix
+        self.is_uwsgi = listener.address.protocol == PROTOCOL_UWSGI
 
 
 # --- blocking-with-timeout I/O on non-blocking sockets ---------------------------------------
@@ -292,6 +296,43 @@ class HttpResponse:
             send_all(self.conn.sock, out, self.timeout)
 
 
+class UwsgiResponse(HttpResponse):
+    """The sink for a uwsgi request: an HTTP status line and headers as nginx's uwsgi module
+    reads them, a body with Content-Length when known or delimited by the close, never
+    chunked; the connection always closes after it (one request per connection)."""
+
+    __slots__ = ("method",)
+
+    def __init__(self, conn, method, timeout):
+        super().__init__(conn, None, timeout, False)
+        self.method = method
+
+    def send_head(self, status, headers, known_length):
+        code = int(status[:3])
+        out = []
+        length = None
+        for name, value in headers:
+            lname = name.lower()
+            if lname == "content-length":
+                length = int(value) if value.isdigit() else None
+            elif lname in ("connection", "transfer-encoding", "keep-alive"):
+                continue
+            out.append((name, value))
+        if length is None:
+            length = known_length
+        if code < 200 or code in (204, 304) or self.method == "HEAD":
+            mode = http1.BODY_NONE
+        else:
+            mode = http1.BODY_LENGTH if length is not None else http1.BODY_UNTIL_CLOSE
+        if length is not None and code >= 200 and code != 204:
+            out.append(("Content-Length", str(length)))
+        self.head_sent = True
+        self.status = status
+        self.mode = mode
+        self.remaining = length
+        self.pending = uwsgi.response_head(status, out)
+
+
 def _drain_buffered_body(conn) -> None:
     """Consume body bytes already received, without waiting for more."""
     parser = conn.parser
@@ -338,6 +379,8 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         self._poller.register(self._wake_r, _EPOLLIN)
         self._sites = {}
+        self._allowed_cache = {}
+        self._warned_uwsgi_vars = set()
         self._queue = None
         self._threads = []
         multiprocess = config.processes > 1
@@ -436,7 +479,10 @@ class Worker:
                 for fd, _ev in events:
                     conn = conns.get(fd)
                     if conn is not None:
-                        self._on_readable(conn)
+                        try:
+                            self._on_readable(conn)
+                        except Exception:
+                            self._internal_error(conn)
                     elif fd in sites:
                         if accepting:
                             self._accept(sites[fd])
@@ -524,15 +570,41 @@ class Worker:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
                 raise
-            sock.setblocking(False)
             if site.is_unix:
                 peer = None
             else:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 peer = addr[:2]
-            conn = Connection(sock, peer, site, self.limits, deadline)
+                if site.is_uwsgi and not self._uwsgi_peer_allowed(peer[0]):
+                    # uwsgi vars are trusted as a proxy's word (REMOTE_ADDR, HTTPS...):
+                    # only the configured proxies may speak it.
+                    error_log.warning(
+                        "uwsgi connection from %s refused (--uwsgi-allow-ips)", peer[0]
+                    )
+                    sock.close()
+                    continue
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            if site.is_uwsgi:
+                parser = uwsgi.UwsgiParser(self.config.buffer_size, self.limits.max_body)
+            else:
+                parser = http1.RequestParser(self.limits)
+            conn = Connection(sock, peer, site, parser, deadline)
             self._conns[conn.fd] = conn
             self._poller.register(conn.fd, self._conn_flags)
+
+    def _uwsgi_peer_allowed(self, host: str) -> bool:
+        allowed = self._allowed_cache.get(host)
+        if allowed is None:
+            try:
+                ip = ipaddress.ip_address(host.partition("%")[0])
+            except ValueError:
+                return False
+            if ip.version == 6 and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            allowed = any(ip in net for net in self.config.uwsgi_allow_ips)
+            if len(self._allowed_cache) < 1024:
+                self._allowed_cache[host] = allowed
+        return allowed
 
     def _on_readable(self, conn) -> None:
         if conn.phase == _BUSY:
@@ -578,7 +650,11 @@ class Worker:
                 return
             if event is NEED_DATA:
                 now = time.monotonic()
-                if conn.phase == _IDLE and not parser.at_message_boundary:
+                if (
+                    conn.phase == _IDLE
+                    and not conn.site.is_uwsgi
+                    and not parser.at_message_boundary
+                ):
                     conn.phase = _HEAD
                     conn.deadline = now + config.head_timeout
                 elif conn.phase == _BODY:
@@ -586,13 +662,21 @@ class Worker:
                 self._hand_back(conn, in_thread)
                 return
             kind = type(event)
-            if kind is http1.RequestHead:
+            if kind is http1.RequestHead or kind is uwsgi.UwsgiRequest:
                 conn.head = event
                 conn.body = []
                 conn.body_size = 0
-                if not event.has_body:
+                if kind is uwsgi.UwsgiRequest:
+                    if event.dropped:
+                        self._warn_uwsgi_vars(event.dropped)
+                    if not event.content_length:
+                        continue
+                    expect_continue = False
+                elif not event.has_body:
                     continue  # the EndOfMessage follows at once
-                if event.expect_continue or (
+                else:
+                    expect_continue = event.expect_continue
+                if expect_continue or (
                     event.content_length is not None
                     and event.content_length > config.post_buffering
                 ):
@@ -643,9 +727,21 @@ class Worker:
             if item is None:
                 return
             conn, streaming = item
-            self._serve(conn, streaming)
-            if self._after_request(conn):
-                self._advance(conn, in_thread=True)
+            try:
+                self._serve(conn, streaming)
+                if self._after_request(conn):
+                    self._advance(conn, in_thread=True)
+            except Exception:
+                self._internal_error(conn)
+
+    def _internal_error(self, conn) -> None:
+        """A bug of ours on one connection: log it, drop that connection, keep serving."""
+        error_log.error(
+            "internal error on a connection from %s; closing it\n%s",
+            conn.peer,
+            traceback.format_exc().rstrip(),
+        )
+        self._close(conn)
 
     def _hand_back(self, conn, in_thread: bool) -> None:
         """The connection waits for bytes: give it (back) to the loop."""
@@ -662,7 +758,12 @@ class Worker:
         if conn.fd < 0:
             return False
         parser = conn.parser
-        if conn.phase != _BUSY or not parser.message_complete or not self.alive:
+        if (
+            conn.phase != _BUSY
+            or conn.site.is_uwsgi
+            or not parser.message_complete
+            or not self.alive
+        ):
             if conn.phase != _LINGER:
                 self._close(conn)
             return False
@@ -682,30 +783,47 @@ class Worker:
         config = self.config
         start = time.monotonic()
         conn.requests += 1
-        path, query, authority = split_target(head.target)
-        path_info = decode_path(path)
+        site = conn.site
+        if site.is_uwsgi:
+            environ = uwsgi_environ(site.environ, head.vars, conn.peer)
+            path_info = environ["PATH_INFO"]
+            expect_continue = False
+        else:
+            path, query, authority = split_target(head.target)
+            path_info = decode_path(path)
+            environ = None
+            expect_continue = head.expect_continue
         split = mount_split(path_info, config.script_name)
         if split is None:
             self._simple_answer(conn, 404, "Not Found", "no application is mounted at this path")
             return
-        site = conn.site
+        if environ is None:
+            environ = http_environ(site.environ, head, split[1], query, authority, conn.peer)
+        else:
+            environ["PATH_INFO"] = split[1]
+        if split[0]:
+            environ["SCRIPT_NAME"] = split[0]
         body = conn.body
         if streaming:
             stream = BodyReader(
                 self._body_puller(conn, body),
-                self._continue_sender(conn) if head.expect_continue else None,
+                self._continue_sender(conn) if expect_continue else None,
             )
         elif body:
             stream = io.BytesIO(body[0] if len(body) == 1 else b"".join(body))
         else:
             stream = io.BytesIO()
-        environ = http_environ(site.environ, head, split[1], query, authority, conn.peer)
         environ["wsgi.input"] = stream
-        if split[0]:
-            environ["SCRIPT_NAME"] = split[0]
-        response = HttpResponse(conn, head, config.socket_timeout, self.alive)
+        if site.is_uwsgi:
+            response = UwsgiResponse(conn, environ["REQUEST_METHOD"], config.socket_timeout)
+        else:
+            response = HttpResponse(conn, head, config.socket_timeout, self.alive)
         ident = threading.get_ident()
-        self.busy[ident] = (start, head.method, environ["REQUEST_URI"])
+        self.busy[ident] = (
+            start,
+            environ["REQUEST_METHOD"],
+            environ.get("REQUEST_URI") or environ["PATH_INFO"],
+        )
         slot = self.slot
         if slot is not None:
             slot.request_started()
@@ -728,6 +846,15 @@ class Worker:
                 )
         if not response.keep_alive:
             self._close(conn)
+
+    def _warn_uwsgi_vars(self, names) -> None:
+        new = set(names) - self._warned_uwsgi_vars
+        if new:
+            self._warned_uwsgi_vars |= new
+            error_log.warning(
+                "ignored uwsgi vars from the peer (they never select code or environment): %s",
+                ", ".join(sorted(new)),
+            )
 
     def _body_puller(self, conn, buffered):
         parser = conn.parser
@@ -801,7 +928,10 @@ class Worker:
 
     def _reject(self, conn, exc: ProtocolError) -> None:
         """A protocol error: answer its status (if any) and close, never parse further."""
-        error_log.debug("bad request from %s: %s", conn.peer, exc)
+        if conn.site.is_uwsgi:
+            error_log.warning("bad uwsgi packet from %s: %s", conn.peer or "unix peer", exc)
+        else:
+            error_log.debug("bad request from %s: %s", conn.peer, exc)
         if exc.status:
             body = http1.error_response(
                 exc.status, _REASONS.get(exc.status, "Bad Request"), str(exc), _date.get()

@@ -415,4 +415,31 @@ __all__ = [
     "mount_split",
     "run_app",
     "split_target",
+    "uwsgi_environ",
 ]
+
+
+def uwsgi_environ(base: dict, vars: dict, peer) -> dict:
+    """The environ of one uwsgi request: nginx's vars (uwsgi_params) over the listener's base.
+
+    REMOTE_ADDR, SERVER_NAME and REQUEST_URI are kept as nginx sent them; PATH_INFO is
+    derived from REQUEST_URI only when nginx did not send it. The caller applies the mount.
+    """
+    environ = base.copy()
+    environ.update(vars)
+    if "PATH_INFO" not in vars:
+        path, query, _ = split_target(vars.get("REQUEST_URI", "/").encode("latin-1"))
+        environ["PATH_INFO"] = decode_path(path)
+        if "QUERY_STRING" not in vars:
+            environ["QUERY_STRING"] = query.decode("latin-1")
+    environ.setdefault("QUERY_STRING", "")
+    environ.setdefault("SERVER_PROTOCOL", "HTTP/1.0")
+    if "REMOTE_ADDR" not in vars:
+        environ["REMOTE_ADDR"] = peer[0] if peer else ""
+    if environ.get("HTTPS", "").lower() in ("on", "1") or vars.get("REQUEST_SCHEME") == "https":
+        environ["wsgi.url_scheme"] = "https"
+    if not environ.get("SERVER_NAME"):
+        environ["SERVER_NAME"] = base["SERVER_NAME"]
+    if not environ.get("SERVER_PORT"):
+        environ["SERVER_PORT"] = base["SERVER_PORT"]
+    return environ
