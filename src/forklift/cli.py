@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="peers allowed on TCP uwsgi listeners (default 127.0.0.1,::1; CIDR allowed)",
     )
 
+    g.add_argument(
+        "--forwarded-allow-ips",
+        metavar="LIST",
+        help="peers whose X-Forwarded-For/-Proto are believed (default 127.0.0.1,::1; '*' all)",
+    )
+
     g = p.add_argument_group("concurrency")
     g.add_argument(
         "--processes",
@@ -237,6 +243,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     config.listeners = listeners
     if args.uwsgi_allow_ips:
         config.uwsgi_allow_ips = parse_networks(args.uwsgi_allow_ips, "--uwsgi-allow-ips")
+    if args.forwarded_allow_ips:
+        config.forwarded_allow_ips = parse_networks(
+            args.forwarded_allow_ips, "--forwarded-allow-ips"
+        )
     simple = {
         "listen": "backlog",
         "processes": "processes",

@@ -593,7 +593,11 @@ class Worker:
             self._poller.register(conn.fd, self._conn_flags)
 
     def _uwsgi_peer_allowed(self, host: str) -> bool:
-        allowed = self._allowed_cache.get(host)
+        return self._peer_in(host, self.config.uwsgi_allow_ips)
+
+    def _peer_in(self, host: str, networks) -> bool:
+        key = (host, networks)
+        allowed = self._allowed_cache.get(key)
         if allowed is None:
             try:
                 ip = ipaddress.ip_address(host.partition("%")[0])
@@ -601,9 +605,9 @@ class Worker:
                 return False
             if ip.version == 6 and ip.ipv4_mapped is not None:
                 ip = ip.ipv4_mapped
-            allowed = any(ip in net for net in self.config.uwsgi_allow_ips)
+            allowed = any(ip in net for net in networks)
             if len(self._allowed_cache) < 1024:
-                self._allowed_cache[host] = allowed
+                self._allowed_cache[key] = allowed
         return allowed
 
     def _on_readable(self, conn) -> None:
@@ -814,6 +818,10 @@ class Worker:
         else:
             stream = io.BytesIO()
         environ["wsgi.input"] = stream
+        if not site.is_uwsgi and (
+            "HTTP_X_FORWARDED_FOR" in environ or "HTTP_X_FORWARDED_PROTO" in environ
+        ):
+            self._apply_forwarded(environ, conn.peer)
         if site.is_uwsgi:
             response = UwsgiResponse(conn, environ["REQUEST_METHOD"], config.socket_timeout)
         else:
@@ -846,6 +854,22 @@ class Worker:
                 )
         if not response.keep_alive:
             self._close(conn)
+
+    def _apply_forwarded(self, environ: dict, peer) -> None:
+        """X-Forwarded-For/-Proto, believed only from --forwarded-allow-ips peers (and unix
+        sockets, which only a local proxy can reach). The rightmost address is the one the
+        trusted proxy saw; anything to its left was written by the client."""
+        if peer is not None and not self._peer_in(peer[0], self.config.forwarded_allow_ips):
+            return
+        forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
+        if forwarded_for:
+            addr = forwarded_for.rpartition(",")[2].strip()
+            if addr:
+                environ["REMOTE_ADDR"] = addr
+                environ["REMOTE_PORT"] = "0"
+        proto = environ.get("HTTP_X_FORWARDED_PROTO", "").rpartition(",")[2].strip().lower()
+        if proto in ("http", "https"):
+            environ["wsgi.url_scheme"] = proto
 
     def _warn_uwsgi_vars(self, names) -> None:
         new = set(names) - self._warned_uwsgi_vars
