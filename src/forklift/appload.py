@@ -23,12 +23,38 @@ def prepare_import_path(config) -> None:
             os.chdir(config.chdir)
         except OSError as exc:
             raise AppImportError(f"--chdir {config.chdir}: {exc.strerror}") from None
+    if config.virtualenv:
+        add_virtualenv(config.virtualenv)
     for path in reversed(config.pythonpath):
         if path not in sys.path:
             sys.path.insert(0, path)
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def add_virtualenv(venv: str) -> None:
+    """Put a venv's site-packages first on sys.path, following symlinks now (at spawn), so a
+    worker started after a deploy flipped `current` uses the new release's venv."""
+    real = os.path.realpath(venv)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site = os.path.join(real, "lib", version, "site-packages")
+    if not os.path.isdir(site):
+        found = [
+            os.path.join(real, "lib", name, "site-packages")
+            for name in (
+                os.listdir(os.path.join(real, "lib")) if os.path.isdir(real + "/lib") else []
+            )
+            if name.startswith("python")
+        ]
+        if found:
+            raise AppImportError(
+                f"--virtualenv {venv}: built for {os.path.basename(os.path.dirname(found[0]))}, "
+                f"but forklift runs {version}"
+            )
+        raise AppImportError(f"--virtualenv {venv}: no {site}")
+    if site not in sys.path:
+        sys.path.insert(0, site)
 
 
 def load_app(config):

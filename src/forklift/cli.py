@@ -23,6 +23,8 @@ Serve a WSGI application over HTTP/1.1 (and the uwsgi protocol) with pre-forked 
 
 EPILOG = """\
 control: forklift reload|stop|status --pidfile FILE
+deploy:  forklift deploy|releases|rollback|systemd-unit --app DIR   (see docs/deploy.md)
+nginx:   forklift nginx-config --upstream ADDR | --ini FILE
 
 addresses: host:port, :port (every IPv4 interface), [::1]:port, unix:/path/to.sock
 
@@ -86,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--mount", metavar="/PREFIX", help="serve the app under this URL prefix (SCRIPT_NAME)"
     )
+    g.add_argument(
+        "--virtualenv",
+        "--home",
+        "-H",
+        dest="virtualenv",
+        metavar="DIR",
+        help="a venv whose site-packages each worker puts first on sys.path (resolved at spawn)",
+    )
+    g.add_argument(
+        "--health-check",
+        metavar="PATH",
+        help="each new worker must answer GET PATH with a 2xx, in-process, before it accepts",
+    )
+    g.add_argument("--health-host", metavar="HOST", help="Host header of the health check")
     g.add_argument(
         "--env", metavar="NAME=VALUE", action="append", default=[], help="set before import"
     )
@@ -269,6 +285,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "max_requests_jitter": "max_requests_jitter",
         "reload_on_rss": "reload_on_rss",
         "stats": "stats",
+        "virtualenv": "virtualenv",
+        "health_check": "health_check",
+        "health_host": "health_host",
         "log_level": "log_level",
     }
     for arg, attr in simple.items():
@@ -285,6 +304,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 CONTROL_COMMANDS = ("reload", "stop", "status")
+DEPLOY_COMMANDS = ("deploy", "releases", "rollback", "systemd-unit")
 
 
 def control_main(argv: list) -> int:
@@ -295,6 +315,9 @@ def control_main(argv: list) -> int:
     p.add_argument("--pidfile", metavar="FILE", help="the master's pidfile")
     p.add_argument("--stats", metavar="ADDR", help="the master's --stats address (status)")
     p.add_argument("--timeout", type=_seconds, default=None, help="seconds to wait")
+    if argv[0] == "reload":
+        p.add_argument("--health-check", metavar="PATH", help="new workers must answer 2xx")
+        p.add_argument("--health-host", metavar="HOST", help="Host for the health check")
     if argv[0] == "stop":
         p.add_argument("--graceful", action="store_true", help="TERM: finish requests first")
     if argv[0] == "status":
@@ -304,7 +327,9 @@ def control_main(argv: list) -> int:
         p.error("--pidfile is required")
     try:
         if argv[0] == "reload":
-            status = control.reload(args.pidfile, args.timeout or 120.0)
+            status = control.reload(
+                args.pidfile, args.timeout or 120.0, args.health_check, args.health_host
+            )
             print(f"reloaded: generation {status['generation']} is serving")
         elif argv[0] == "stop":
             control.stop(args.pidfile, args.graceful, args.timeout or 60.0)
@@ -327,6 +352,14 @@ def main(argv: list | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in CONTROL_COMMANDS:
         return control_main(argv)
+    if argv and argv[0] in DEPLOY_COMMANDS:
+        from .deploy.cli import main as deploy_main
+
+        return deploy_main(argv)
+    if argv and argv[0] == "nginx-config":
+        from .nginx import main as nginx_main
+
+        return nginx_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -114,6 +114,9 @@ class Config:
     script_name: str = ""  # --mount /prefix: the app lives under this URL prefix
     preload: bool = False
     env: list = field(default_factory=list)  # "NAME=value" set before the app is imported
+    virtualenv: str | None = None  # site-packages put first on sys.path, resolved per worker
+    health_check: str | None = None  # GET path each new worker must answer 2xx before traffic
+    health_host: str = "localhost"
 
     # --- where
     listeners: list = field(default_factory=list)

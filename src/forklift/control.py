@@ -36,24 +36,28 @@ def read_pid(pidfile: str) -> int:
     return pid
 
 
-def fetch_status(pidfile: str | None = None, stats: str | None = None, timeout=2.0) -> dict:
-    """The master's status document, from `--stats ADDR` or the pidfile's control socket."""
+def _control_address(pidfile: str | None, stats: str | None):
     if stats:
         if stats.startswith("unix:") or "/" in stats:
-            family, address = socket.AF_UNIX, stats.removeprefix("unix:")
-        else:
-            host, _, port = stats.rpartition(":")
-            host = host.strip("[]") or "127.0.0.1"
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            address = (host, int(port))
-    elif pidfile:
-        family, address = socket.AF_UNIX, pidfile + ".sock"
-    else:
-        raise ControlError("give --pidfile or --stats")
+            return socket.AF_UNIX, stats.removeprefix("unix:")
+        host, _, port = stats.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        return (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, int(port))
+    if pidfile:
+        return socket.AF_UNIX, pidfile + ".sock"
+    raise ControlError("give --pidfile or --stats")
+
+
+def _ask(pidfile: str | None, stats: str | None, command: dict | None, timeout: float) -> dict:
+    """One exchange with the master: send a command line (or nothing), read one JSON answer."""
+    family, address = _control_address(pidfile, stats)
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(address)
+        if command is not None:
+            sock.sendall(json.dumps(command).encode() + b"\n")
+        sock.shutdown(socket.SHUT_WR)  # "nothing more": the master answers at once
         chunks = []
         while True:
             data = sock.recv(65536)
@@ -61,31 +65,47 @@ def fetch_status(pidfile: str | None = None, stats: str | None = None, timeout=2
                 break
             chunks.append(data)
     except OSError as exc:
-        raise ControlError(f"cannot read status from {address}: {exc}") from None
+        raise ControlError(f"cannot reach the master at {address}: {exc}") from None
     finally:
         sock.close()
     try:
         return json.loads(b"".join(chunks))
     except ValueError:
-        raise ControlError(f"{address}: not a forklift status answer") from None
+        raise ControlError(f"{address}: not a forklift answer") from None
 
 
-def reload(pidfile: str, timeout: float = 120.0) -> dict:
-    """Send HUP and wait until the new generation serves; ControlError if it failed."""
-    pid = read_pid(pidfile)
-    before = fetch_status(pidfile)
-    last_generation = max(before["generation"], before["reload"]["generation"])
-    os.kill(pid, signal.SIGHUP)
+def fetch_status(pidfile: str | None = None, stats: str | None = None, timeout=2.0) -> dict:
+    """The master's status document, from `--stats ADDR` or the pidfile's control socket."""
+    return _ask(pidfile, stats, None, timeout)
+
+
+def reload(
+    pidfile: str,
+    timeout: float = 120.0,
+    health_path: str | None = None,
+    health_host: str | None = None,
+) -> dict:
+    """Start a graceful reload and wait until the new generation serves.
+
+    With `health_path`, every new worker must answer `GET health_path` with a 2xx, called
+    in-process before it accepts a connection. Raises ControlError naming the failure;
+    the old generation then keeps serving.
+    """
+    read_pid(pidfile)
+    command = {"cmd": "reload", "health_path": health_path, "health_host": health_host}
+    answer = _ask(pidfile, None, command, 5.0)
+    if not answer.get("accepted"):
+        raise ControlError(f"reload refused: {answer.get('error')}")
+    generation = answer["reload"]["generation"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.1)
         status = fetch_status(pidfile)
         state = status["reload"]
-        if state["generation"] > last_generation:
+        if state["generation"] == generation and state["state"] != "pending":
             if state["state"] == "done":
                 return status
-            if state["state"] == "failed":
-                raise ControlError(f"reload failed, the old workers keep serving: {state['error']}")
+            raise ControlError(f"reload failed, the old workers keep serving: {state['error']}")
     raise ControlError(f"reload did not finish within {timeout:.0f} s")
 
 

@@ -27,6 +27,7 @@ from .errors import AppImportError, ConfigError
 from .log import AccessLog, error_log, setup_error_log
 from .scoreboard import Scoreboard
 from .worker import Worker
+from .wsgi import check_app
 
 EXIT_BOOT_FAILED = 3  # a worker that could not import the app exits with this
 _BOOT_TIMEOUT = 60.0  # a worker that neither reports ready nor fails in this time is killed
@@ -91,8 +92,13 @@ class Master:
         self.reload_state = {"generation": 1, "state": "done", "error": None}
         self.boot_failures = 0
         self.next_spawn_at = 0.0
-        self.last_boot_error = None
+        self.boot_errors = {}  # pid -> the reason a worker gave before exiting at boot
         self.ever_ready = False  # until one worker boots, a boot failure is fatal
+        self.health = {}  # generation -> (path, host): checked in each worker before traffic
+        if config.health_check:
+            self.health[1] = (config.health_check, config.health_host)
+        self.boot_failures_since_reload = 0
+        self.crashes_since_reload = 0
         self.exit_code = 0
         self.worker_numbers = 0
         self._signal_r, self._signal_w = os.pipe()
@@ -204,16 +210,21 @@ class Master:
         for raw in lines:
             kind, _, rest = raw.decode("utf-8", "replace").partition(" ")
             pid_text, _, message = rest.partition(" ")
-            worker = self.workers.get(int(pid_text)) if pid_text.isdigit() else None
+            if not pid_text.isdigit():
+                continue
+            if kind == "bootfail":  # kept by pid: the worker may already be reaped
+                self.boot_errors[int(pid_text)] = message
+                continue
+            worker = self.workers.get(int(pid_text))
             if worker is None:
                 continue
             if kind == "ready":
                 worker.ready = True
-                self.ever_ready = True
+                if not self.ever_ready:
+                    self.ever_ready = True
+                    notify_systemd(f"READY=1\nMAINPID={os.getpid()}")
                 self.boot_failures = 0
                 self._check_reload_done()
-            elif kind == "bootfail":
-                self.last_boot_error = message
             elif kind == "retiring":
                 worker.retiring = True  # _maintain starts its replacement now
             elif kind == "harakiri":
@@ -239,11 +250,13 @@ class Master:
     def _on_worker_exit(self, worker: WorkerProcess, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
         if not worker.ready:
-            reason = self.last_boot_error or _describe_exit(code)
-            self.last_boot_error = None
+            self._on_notify()  # the worker wrote its reason before exiting: read it first
+            reason = self.boot_errors.pop(worker.pid, None) or _describe_exit(code)
             if worker.generation == self.pending:
                 self._reload_failed(reason)
                 return
+            if worker.generation != self.serving:
+                return  # a worker of a failed reload, already given up on
             if self.stopping:
                 return
             if not self.ever_ready:
@@ -253,6 +266,7 @@ class Master:
                 self.stop(graceful=False)
                 return
             self.boot_failures += 1
+            self.boot_failures_since_reload += 1
             delay = min(_MAX_BACKOFF, 0.5 * 2 ** (self.boot_failures - 1))
             self.next_spawn_at = time.monotonic() + delay
             error_log.error(
@@ -263,6 +277,7 @@ class Master:
             if code not in (0, -signal.SIGKILL) and not worker.retiring:
                 error_log.info("worker %d exited: %s", worker.pid, _describe_exit(code))
             return
+        self.crashes_since_reload += 1
         error_log.error(
             "worker %d died unexpectedly (%s); replacing it", worker.pid, _describe_exit(code)
         )
@@ -284,6 +299,10 @@ class Master:
         if len(active) < self.target and now >= self.next_spawn_at:
             for _ in range(self.target - len(active)):
                 self.spawn(serving)
+        if self.pending is not None:
+            booting = [w for w in self.workers.values() if w.generation == self.pending]
+            for _ in range(self.target - len(booting)):
+                self.spawn(self.pending)
         elif len(active) > self.target:
             for worker in sorted(active, key=lambda w: w.started)[: len(active) - self.target]:
                 worker.retiring = True
@@ -304,7 +323,7 @@ class Master:
                 continue
             if not worker.ready:
                 continue
-            _, _, busy, _, beat = self.scoreboard.read(worker.slot)
+            _, _, busy, _, beat, _ = self.scoreboard.read(worker.slot)
             if (
                 config.harakiri
                 and busy
@@ -378,6 +397,13 @@ class Master:
             error_log.error("worker %d failed to boot:\n%s", os.getpid(), traceback.format_exc())
             notify(f"bootfail {os.getpid()} {type(exc).__name__}: {exc}")
             return EXIT_BOOT_FAILED
+        health = self.health.get(generation)
+        if health is not None:
+            problem = check_app(app, health[0], health[1])
+            if problem is not None:
+                error_log.error("worker %d: %s", os.getpid(), problem)
+                notify(f"bootfail {os.getpid()} {problem}")
+                return EXIT_BOOT_FAILED
         access_log = AccessLog(config.access_log) if config.access_log else None
         worker = Worker(
             config,
@@ -401,13 +427,17 @@ class Master:
         return 0
 
     # -- reload and stop --------------------------------------------------------------------
-    def reload(self) -> None:
-        """HUP: start a new generation; retire the old one only once the new one serves."""
+    def reload(self, health=None) -> str | None:
+        """HUP: start a new generation; retire the old one only once the new one serves.
+
+        `health` (path, host): each new worker must answer it with a 2xx, in-process, before
+        it accepts a connection. Returns why the reload could not start, or None.
+        """
         if self.stopping:
-            return
+            return "the server is stopping"
         if self.pending is not None:
-            error_log.warning("HUP ignored: a reload is already in progress")
-            return
+            error_log.warning("reload ignored: a reload is already in progress")
+            return "a reload is already in progress"
         if self.reload_config is not None:
             try:
                 new = self.reload_config()
@@ -418,17 +448,21 @@ class Master:
                     "error": str(exc),
                 }
                 error_log.error("reload refused, old workers keep serving: %s", exc)
-                return
+                return str(exc)
             self.previous_config = self.config
             self._apply_reloaded_config(new)
         self.generation += 1
         self.pending = self.generation
+        if health is not None:
+            self.health[self.generation] = health
+        elif self.serving in self.health:
+            self.health[self.generation] = self.health[self.serving]
+        notify_systemd("RELOADING=1")
         self.reload_state = {"generation": self.generation, "state": "pending", "error": None}
         error_log.info("reload: starting generation %d", self.generation)
         self.boot_failures = 0
         self.next_spawn_at = 0.0
-        for _ in range(self.target):
-            self.spawn(self.generation)
+        return None  # _maintain starts the workers (never while a control client is open)
 
     def _apply_reloaded_config(self, new) -> None:
         # Listeners stay: they are bound once and shared, so no connection is refused.
@@ -444,6 +478,11 @@ class Master:
             return
         self.serving, self.pending = self.pending, None
         self.previous_config = None
+        self.boot_failures_since_reload = 0
+        self.crashes_since_reload = 0
+        for old in [g for g in self.health if g < self.serving]:
+            del self.health[old]
+        notify_systemd("READY=1")
         self.reload_state = {"generation": self.serving, "state": "done", "error": None}
         for worker in self.workers.values():
             if worker.generation != self.serving and not worker.retiring:
@@ -460,7 +499,9 @@ class Master:
             if worker.generation == self.pending and not worker.killed:
                 worker.killed = True
                 _kill(worker.pid, signal.SIGKILL)
+        self.health.pop(self.pending, None)
         self.pending = None
+        notify_systemd("READY=1")
         if self.previous_config is not None:
             self.config, self.previous_config = self.previous_config, None
             self.target = self.config.processes
@@ -469,6 +510,7 @@ class Master:
         if self.stopping == "fast" or (self.stopping and graceful):
             return
         self.stopping = "graceful" if graceful else "fast"
+        notify_systemd("STOPPING=1")
         grace = self.config.graceful_timeout if graceful else _FAST_STOP_GRACE
         self.stop_deadline = time.monotonic() + grace
         error_log.info("%s stop", self.stopping)
@@ -483,7 +525,7 @@ class Master:
         now = time.monotonic()
         workers = []
         for w in sorted(self.workers.values(), key=lambda w: w.number):
-            _, _, busy, requests, _ = self.scoreboard.read(w.slot)
+            _, _, busy, requests, _, errors = self.scoreboard.read(w.slot)
             workers.append(
                 {
                     "pid": w.pid,
@@ -493,6 +535,7 @@ class Master:
                     "ready": w.ready,
                     "retiring": w.retiring,
                     "requests": requests,
+                    "errors_5xx": errors,
                     "busy": busy,
                     "state": "busy" if busy else "idle",
                     "rss_mb": round(rss_mb(w.pid), 1),
@@ -506,6 +549,8 @@ class Master:
             "target_workers": self.target,
             "threads": self.config.threads,
             "stopping": self.stopping,
+            "boot_failures": self.boot_failures_since_reload,
+            "crashes": self.crashes_since_reload,
             "workers": workers,
         }
 
@@ -520,12 +565,66 @@ class Master:
         except OSError:
             return
         try:
-            conn.settimeout(1.0)
-            conn.sendall(json.dumps(self.status()).encode() + b"\n")
+            conn.settimeout(0.5)
+            answer = self._control_command(_read_command(conn))
+            conn.sendall(json.dumps(answer).encode() + b"\n")
         except OSError:
             pass
         finally:
             conn.close()
+
+    def _control_command(self, command: dict | None) -> dict:
+        """No command (the peer just reads): the status. {"cmd": "reload", ...}: a reload."""
+        if not command:
+            return self.status()
+        if command.get("cmd") == "reload":
+            health = None
+            if command.get("health_path"):
+                health = (
+                    str(command["health_path"]),
+                    str(command.get("health_host") or "localhost"),
+                )
+            error = self.reload(health)
+            if error is not None:
+                return {"accepted": False, "error": error, "reload": self.reload_state}
+            return {"accepted": True, "reload": self.reload_state}
+        return {"accepted": False, "error": f"unknown command {command.get('cmd')!r}"}
+
+
+def _read_command(conn) -> dict | None:
+    """One JSON line from a control client, or None when it sends nothing (a status read)."""
+    data = b""
+    try:
+        while b"\n" not in data and len(data) < 65536:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except (TimeoutError, OSError):
+        pass
+    data = data.strip()
+    if not data:
+        return None
+    try:
+        command = json.loads(data.split(b"\n")[0])
+    except ValueError:
+        return {"cmd": None}
+    return command if isinstance(command, dict) else {"cmd": None}
+
+
+def notify_systemd(message: str) -> None:
+    """sd_notify(3) with the standard library: one datagram to $NOTIFY_SOCKET, if set."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]  # abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(path)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        error_log.warning("sd_notify to %s failed: %s", path, exc)
 
 
 def _noop(signum, frame) -> None:

@@ -11,9 +11,9 @@ import mmap
 import struct
 import time
 
-# pid, generation, busy requests, requests served, last heartbeat (monotonic seconds);
-# offsets 0, 4, 8, 12, 20 -- WorkerSlot writes the fields at those offsets directly.
-_SLOT = struct.Struct("<iiiQd")
+# pid, generation, busy requests, requests served, last heartbeat (monotonic seconds),
+# 5xx answers; offsets 0, 4, 8, 12, 20, 28 -- WorkerSlot writes the fields there directly.
+_SLOT = struct.Struct("<iiiQdQ")
 
 
 class Scoreboard:
@@ -24,13 +24,13 @@ class Scoreboard:
         self._mem = mmap.mmap(-1, _SLOT.size * slots)
 
     def claim(self, slot: int, pid: int, generation: int) -> None:
-        _SLOT.pack_into(self._mem, slot * _SLOT.size, pid, generation, 0, 0, time.monotonic())
+        _SLOT.pack_into(self._mem, slot * _SLOT.size, pid, generation, 0, 0, time.monotonic(), 0)
 
     def release(self, slot: int) -> None:
-        _SLOT.pack_into(self._mem, slot * _SLOT.size, 0, 0, 0, 0, 0.0)
+        _SLOT.pack_into(self._mem, slot * _SLOT.size, 0, 0, 0, 0, 0.0, 0)
 
     def read(self, slot: int) -> tuple:
-        """(pid, generation, busy, requests, heartbeat)."""
+        """(pid, generation, busy, requests, heartbeat, errors_5xx)."""
         return _SLOT.unpack_from(self._mem, slot * _SLOT.size)
 
     def free_slot(self, used) -> int:
@@ -46,22 +46,26 @@ class Scoreboard:
 class WorkerSlot:
     """The worker's side: cheap updates of its own record."""
 
-    __slots__ = ("_mem", "_offset", "busy", "requests")
+    __slots__ = ("_mem", "_offset", "busy", "requests", "errors")
 
     def __init__(self, mem, offset: int):
         self._mem = mem
         self._offset = offset
         self.busy = 0
         self.requests = 0
+        self.errors = 0
 
     def request_started(self) -> None:
         self.busy += 1
         struct.pack_into("<i", self._mem, self._offset + 8, self.busy)
 
-    def request_finished(self) -> None:
+    def request_finished(self, server_error: bool = False) -> None:
         self.busy -= 1
         self.requests += 1
         struct.pack_into("<iQ", self._mem, self._offset + 8, self.busy, self.requests)
+        if server_error:
+            self.errors += 1
+            struct.pack_into("<Q", self._mem, self._offset + 28, self.errors)
 
     def heartbeat(self) -> None:
         struct.pack_into("<d", self._mem, self._offset + 20, time.monotonic())

@@ -847,7 +847,7 @@ class Worker:
         finally:
             self.busy.pop(ident, None)
             if slot is not None:
-                slot.request_finished()
+                slot.request_finished(response.status[:1] == "5")
             if self.access_log is not None:
                 self.access_log.log(
                     environ, response.status, response.sent, time.monotonic() - start

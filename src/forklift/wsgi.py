@@ -410,6 +410,7 @@ __all__ = [
     "FileWrapper",
     "PeerGone",
     "base_environ",
+    "check_app",
     "decode_path",
     "http_environ",
     "mount_split",
@@ -443,3 +444,48 @@ def uwsgi_environ(base: dict, vars: dict, peer) -> dict:
     if not environ.get("SERVER_PORT"):
         environ["SERVER_PORT"] = base["SERVER_PORT"]
     return environ
+
+
+def check_app(app, path: str, host: str = "localhost") -> str | None:
+    """Call the app in-process with `GET path` (a health check before traffic).
+
+    Returns None for a 2xx answer, otherwise one line saying what went wrong.
+    """
+    raw_path, _, query = path.partition("?")
+    environ = base_environ(
+        server_name=host.partition(":")[0], server_port="80", multithread=False, multiprocess=True
+    )
+    environ.update(
+        {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": decode_path(raw_path.encode("latin-1")),
+            "QUERY_STRING": query,
+            "REQUEST_URI": path,
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": host,
+            "REMOTE_ADDR": "127.0.0.1",
+            "wsgi.input": io.BytesIO(),
+        }
+    )
+    seen = []
+
+    def start_response(status, headers, exc_info=None):
+        seen.append(status)
+        return lambda data: None
+
+    try:
+        result = app(environ, start_response)
+        try:
+            for _ in result:
+                pass
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+    except Exception as exc:
+        return f"health check GET {path} raised {type(exc).__name__}: {exc}"
+    if not seen:
+        return f"health check GET {path}: the app never called start_response"
+    status = seen[-1]
+    if status[:1] != "2":
+        return f"health check GET {path} answered {status}"
+    return None
