@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("app", nargs="?", metavar="MODULE:CALLABLE", help="the WSGI app to serve")
     p.add_argument("--version", action="version", version=f"forklift {__version__}")
 
+    p.add_argument(
+        "--ini",
+        metavar="FILE[:SECTION]",
+        help="read a uWSGI ini file (uWSGI's keys and dialect); other options override it",
+    )
+    p.add_argument("--strict", action="store_true", help="unknown ini keys are errors")
+
     g = p.add_argument_group("application")
     g.add_argument("--wsgi-file", metavar="FILE", help="load the app from this Python file")
     g.add_argument("--module", metavar="MODULE[:CALLABLE]", help="same as the positional app")
@@ -233,16 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Turn parsed options into a validated Config (ConfigError on bad values)."""
-    config = Config()
+    if args.ini:
+        from .ini_config import config_from_ini
+
+        config = config_from_ini(args.ini)
+    else:
+        config = Config()
     if args.app and args.module:
         raise ConfigError("give the app either as MODULE:CALLABLE or with --module, not both")
-    config.app = args.app or args.module
-    config.wsgi_file = args.wsgi_file
+    if args.app or args.module:
+        config.app = args.app or args.module
+        config.wsgi_file = None
+    if args.wsgi_file:
+        config.wsgi_file = args.wsgi_file
     if args.callable:
         config.callable = args.callable
-    config.chdir = args.chdir
-    config.pythonpath = list(args.pythonpath)
-    config.env = list(args.env)
+    if args.chdir:
+        config.chdir = args.chdir
+    config.pythonpath = config.pythonpath + list(args.pythonpath)
+    config.env = config.env + list(args.env)
     for item in config.env:
         if "=" not in item:
             raise ConfigError(f"--env: expected NAME=VALUE, got {item!r}")
@@ -256,7 +272,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                 config.app = app
     listeners = [parse_address(a, PROTOCOL_HTTP, "--http") for a in args.http]
     listeners += [parse_address(a, PROTOCOL_UWSGI, "--socket") for a in args.uwsgi]
-    config.listeners = listeners
+    if listeners:
+        config.listeners = listeners  # the command line overrides the file's listeners
     if args.uwsgi_allow_ips:
         config.uwsgi_allow_ips = parse_networks(args.uwsgi_allow_ips, "--uwsgi-allow-ips")
     if args.forwarded_allow_ips:
@@ -294,8 +311,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         value = getattr(args, arg)
         if value is not None:
             setattr(config, attr, value)
-    config.preload = args.preload
-    config.vacuum = args.vacuum
+    config.preload = config.preload or args.preload
+    config.vacuum = config.vacuum or args.vacuum
+    if args.strict:
+        config.strict = True
     if args.disable_logging:
         config.access_log = None
     elif args.access_log:
@@ -362,15 +381,26 @@ def main(argv: list | None = None) -> int:
         return nginx_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.app and not args.ini and args.app.endswith(".ini") or ".ini:" in (args.app or ""):
+        args.ini, args.app = args.app, None  # `forklift uwsgi.ini`, as `uwsgi uwsgi.ini`
     try:
         config = config_from_args(args)
     except ConfigError as exc:
         print(f"forklift: error: {exc}", file=sys.stderr)
         return 2
+    for warning in config.ini_warnings:
+        print(f"forklift: warning: {warning}", file=sys.stderr)
     from .server import serve  # imported late: --help must not pay for the server modules
 
+    def reload_config() -> Config:
+        """HUP: read the ini file again; the command line still overrides it."""
+        fresh = config_from_args(args)
+        for warning in fresh.ini_warnings:
+            print(f"forklift: warning: {warning}", file=sys.stderr)
+        return fresh
+
     try:
-        return serve(config)
+        return serve(config, reload_config if args.ini else None)
     except ConfigError as exc:
         print(f"forklift: error: {exc}", file=sys.stderr)
         return 2

@@ -153,15 +153,37 @@ class Config:
     stats: str | None = None
     config_file: str | None = None  # the ini file a reload re-reads
 
+    # --- uWSGI features honoured from ini files (and some CLI options)
+    mounts: list = field(default_factory=list)  # (prefix, "module:app" or "file.py")
+    manage_script_name: bool = False
+    static_maps: list = field(default_factory=list)  # (url prefix, directory)
+    add_headers: list = field(default_factory=list)  # (name, value) added to every answer
+    touch_reload: list = field(default_factory=list)  # files whose mtime change means HUP
+    attach_daemons: list = field(default_factory=list)  # commands the master supervises
+    exec_asap: list = field(default_factory=list)  # commands run once before anything
+    hook_pre_app: list = field(default_factory=list)  # "exec:cmd" run before the app import
+    strict: bool = False
+    need_app: bool = True
+    lazy_apps: bool = True
+    chmod_socket: int | None = None
+    chown_socket: str | None = None
+    uid: str | None = None
+    gid: str | None = None
+    umask: int | None = None
+    ini_warnings: list = field(default_factory=list)
+
     # --- logging
     access_log: str | None = "-"  # "-" = stdout; None = off (--disable-logging)
     error_log: str | None = None  # None = stderr (--logto FILE)
     log_level: str = "info"
+    log_4xx: bool = False  # with disable-logging, still log client errors (uWSGI's log-4xx)
+    log_5xx: bool = False
+    log_slow: int = 0  # ms; requests slower than this are logged to the error log
 
     def validate(self) -> Config:
         """Check cross-field rules; raise ConfigError naming the option."""
-        if self.app is None and self.wsgi_file is None:
-            raise ConfigError("no application: give MODULE:CALLABLE or --wsgi-file FILE")
+        if self.app is None and self.wsgi_file is None and not self.mounts:
+            raise ConfigError("no application: give MODULE:CALLABLE, --wsgi-file FILE or --mount")
         if self.app is not None and ":" not in self.app and self.wsgi_file is None:
             # uWSGI's `module = pkg.mod` without a callable means the callable option
             self.app = f"{self.app}:{self.callable}"

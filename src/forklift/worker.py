@@ -315,7 +315,8 @@ class UwsgiResponse(HttpResponse):
             lname = name.lower()
             if lname == "content-length":
                 length = int(value) if value.isdigit() else None
-            elif lname in ("connection", "transfer-encoding", "keep-alive"):
+                continue  # re-added below, once
+            if lname in ("connection", "transfer-encoding", "keep-alive"):
                 continue
             out.append((name, value))
         if length is None:
