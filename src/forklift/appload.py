@@ -58,26 +58,50 @@ def add_virtualenv(venv: str) -> None:
 
 
 def load_app(config):
-    """Import the app (MODULE:CALLABLE, MODULE:factory(), or --wsgi-file with --callable)."""
+    """The app to serve: imported, then wrapped for mounts, static-map and add-header."""
     prepare_import_path(config)
-    if config.wsgi_file:
-        module = _load_file(config.wsgi_file)
-        name = config.callable
-        where = config.wsgi_file
+    if config.mounts:
+        from .middleware import MountDispatcher
+
+        apps = [(prefix, import_app(spec, config.callable)) for prefix, spec in config.mounts]
+        if config.app or config.wsgi_file:
+            apps.append(("", _import_configured(config)))
+        app = MountDispatcher(apps, manage_script_name=config.manage_script_name)
     else:
-        module_name, _, name = config.app.partition(":")
-        name = name or config.callable
-        where = module_name
-        try:
-            module = importlib.import_module(module_name)
-        except BaseException as exc:
-            raise AppImportError(_describe(f"cannot import {module_name!r}", exc)) from exc
-    return _find_callable(module, name, where)
+        app = _import_configured(config)
+    if config.static_maps:
+        from .static import StaticMap
+
+        app = StaticMap(app, config.static_maps)
+    if config.add_headers:
+        from .middleware import AddHeaders
+
+        app = AddHeaders(app, config.add_headers)
+    return app
+
+
+def _import_configured(config):
+    if config.wsgi_file:
+        return import_app(config.wsgi_file, config.callable)
+    return import_app(config.app, config.callable)
+
+
+def import_app(spec: str, default_callable: str = "application"):
+    """Import `module:callable`, `module:factory()`, `module` or `path/to/file.py`."""
+    if spec.endswith(".py") or "/" in spec:
+        return _find_callable(_load_file(spec), default_callable, spec)
+    module_name, _, name = spec.partition(":")
+    name = name or default_callable
+    try:
+        module = importlib.import_module(module_name)
+    except BaseException as exc:
+        raise AppImportError(_describe(f"cannot import {module_name!r}", exc)) from exc
+    return _find_callable(module, name, module_name)
 
 
 def _load_file(path: str):
     if not os.path.isfile(path):
-        raise AppImportError(f"--wsgi-file {path}: no such file")
+        raise AppImportError(f"{path}: no such file (wsgi-file)")
     module_name = "forklift_wsgi_file_" + re.sub(r"\W", "_", os.path.basename(path))
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:

@@ -105,6 +105,9 @@ class Master:
         self._notify_r, self._notify_w = os.pipe()
         self._notify_buf = b""
         self._control = []  # stats / control sockets
+        self.daemons = {}  # pid -> [command, Popen]: attach-daemon side processes
+        self.daemon_restart_at = {}  # command -> when to start it again after it died
+        self.touch_mtimes = {path: _mtime(path) for path in config.touch_reload}
 
     # -- setup ------------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -148,10 +151,15 @@ class Master:
             self.target,
             self.config.threads,
         )
+        for command in self.config.attach_daemons:
+            self._start_daemon(command)
         try:
             while True:
                 self._maintain()
+                self._check_touch_reload()
+                self._check_daemons()
                 if self.stopping and not self.workers:
+                    self._stop_daemons()
                     return self.exit_code
                 rlist = [self._signal_r, self._notify_r] + [s for s, _ in self._control]
                 try:
@@ -243,6 +251,7 @@ class Master:
                 return
             worker = self.workers.pop(pid, None)
             if worker is None:
+                self._daemon_exited(pid, status)
                 continue
             self.scoreboard.release(worker.slot)
             self._on_worker_exit(worker, status)
@@ -425,6 +434,69 @@ class Master:
             error_log.critical("worker %d crashed:\n%s", os.getpid(), traceback.format_exc())
             return 1
         return 0
+
+    # -- touch-reload and attach-daemon -----------------------------------------------------
+    def _check_touch_reload(self) -> None:
+        for path, seen in self.touch_mtimes.items():
+            now = _mtime(path)
+            if now != seen:
+                self.touch_mtimes[path] = now
+                if not self.stopping:
+                    error_log.info("%s was touched: reloading", path)
+                    self.reload()
+                return
+
+    def _start_daemon(self, command: str) -> None:
+        import subprocess
+
+        try:
+            proc = subprocess.Popen(command, shell=True, start_new_session=True)
+        except OSError as exc:
+            error_log.error("attach-daemon %r could not start: %s", command, exc)
+            self.daemon_restart_at[command] = time.monotonic() + 5.0
+            return
+        self.daemons[proc.pid] = [command, proc]
+        error_log.info("attach-daemon started (pid %d): %s", proc.pid, command)
+
+    def _daemon_exited(self, pid: int, status: int) -> None:
+        entry = self.daemons.pop(pid, None)
+        if entry is None:
+            return
+        command, proc = entry
+        proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it, not Popen
+        if not self.stopping:
+            error_log.warning(
+                "attach-daemon %r exited (%s); restarting in 1 s",
+                command,
+                _describe_exit(proc.returncode),
+            )
+            self.daemon_restart_at[command] = time.monotonic() + 1.0
+
+    def _check_daemons(self) -> None:
+        if self.stopping or not self.daemon_restart_at:
+            return
+        now = time.monotonic()
+        for command, when in list(self.daemon_restart_at.items()):
+            if now >= when:
+                del self.daemon_restart_at[command]
+                self._start_daemon(command)
+
+    def _stop_daemons(self) -> None:
+        for pid in list(self.daemons):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 5.0
+        while self.daemons and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.05)
+        for pid in list(self.daemons):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self._reap()
 
     # -- reload and stop --------------------------------------------------------------------
     def reload(self, health=None) -> str | None:
@@ -650,6 +722,13 @@ def _describe_exit(code: int) -> str:
     if code == EXIT_BOOT_FAILED:
         return "could not import the app"
     return f"exit code {code}"
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
 
 
 def rss_mb(pid: int) -> float:

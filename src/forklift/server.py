@@ -31,13 +31,28 @@ def serve(config, reload_config=None) -> int:
         daemonize(config.daemonize)
     setup_error_log(config.error_log, config.log_level)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    listeners = [sockets.bind(addr, config.backlog) for addr in config.listeners]
+    if config.umask is not None:
+        os.umask(config.umask)
+    for command in config.exec_asap:
+        run_hook(command, "exec-asap")
+    listeners = [
+        sockets.bind(addr, config.backlog, config.chmod_socket) for addr in config.listeners
+    ]
     try:
         for listener in listeners:
             error_log.info("listening on %s (%s)", describe(listener), listener.address.protocol)
-        app = load_app(config) if config.preload else None
         if config.pidfile:
             write_pidfile(config.pidfile)
+        if config.chown_socket:
+            chown_sockets(listeners, config.chown_socket)
+        drop_privileges(config.uid, config.gid)
+        for hook in config.hook_pre_app:
+            action, _, command = hook.partition(":")
+            if action in ("exec", "sh") and command:
+                run_hook(command, "hook-pre-app")
+            else:
+                error_log.warning("hook-pre-app %r: only exec:COMMAND is supported; ignored", hook)
+        app = load_app(config) if config.preload else None
         try:
             return Master(config, listeners, reload_config, preloaded_app=app).run()
         finally:
@@ -45,6 +60,61 @@ def serve(config, reload_config=None) -> int:
                 remove_pidfile(config.pidfile)
     finally:
         sockets.close_all(listeners, unlink=True)
+
+
+def run_hook(command: str, key: str) -> None:
+    """Run a shell command before serving (uWSGI's exec-asap); a failure stops the start."""
+    import subprocess
+
+    result = subprocess.run(command, shell=True)
+    if result.returncode != 0:
+        raise ConfigError(f"{key} command failed with exit code {result.returncode}: {command}")
+
+
+def _ids(uid: str | None, gid: str | None) -> tuple:
+    import grp
+    import pwd
+
+    uid_n = gid_n = None
+    try:
+        if gid:
+            gid_n = int(gid) if gid.isdigit() else grp.getgrnam(gid).gr_gid
+        if uid:
+            uid_n = int(uid) if uid.isdigit() else pwd.getpwnam(uid).pw_uid
+    except KeyError as exc:
+        raise ConfigError(f"uid/gid: no such user or group: {exc}") from None
+    return uid_n, gid_n
+
+
+def chown_sockets(listeners, owner: str) -> None:
+    """chown-socket = user[:group] on every unix socket listener."""
+    user, _, group = owner.partition(":")
+    uid, gid = _ids(user or None, group or None)
+    for listener in listeners:
+        if listener.address.is_unix and not listener.address.path.startswith("@"):
+            os.chown(listener.address.path, -1 if uid is None else uid, -1 if gid is None else gid)
+
+
+def drop_privileges(uid: str | None, gid: str | None) -> None:
+    """After binding and writing the pidfile as root, become uid/gid before any app code."""
+    if not uid and not gid:
+        return
+    uid_n, gid_n = _ids(uid, gid)
+    try:
+        if gid_n is not None:
+            if os.geteuid() == 0:
+                os.setgroups([gid_n])
+            os.setgid(gid_n)
+        if uid_n is not None:
+            if gid_n is None and os.geteuid() == 0:
+                import pwd
+
+                os.setgroups([pwd.getpwuid(uid_n).pw_gid])
+                os.setgid(pwd.getpwuid(uid_n).pw_gid)
+            os.setuid(uid_n)
+    except PermissionError as exc:
+        raise ConfigError(f"uid/gid: cannot switch to {uid}/{gid}: {exc.strerror}") from None
+    error_log.info("running as uid %d, gid %d", os.getuid(), os.getgid())
 
 
 def write_pidfile(path: str) -> None:

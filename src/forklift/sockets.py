@@ -60,6 +60,10 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
 
 
 def _bind_unix(path: str, mode: int | None) -> socket.socket:
+    if path.startswith("@"):  # Linux abstract namespace: no file, nothing to clean up
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind("\0" + path[1:])
+        return sock
     # A stale socket file from a crashed run would make bind() fail; remove it only if it is
     # a socket nobody answers on, never a regular file or a live server's socket.
     try:
@@ -93,7 +97,7 @@ def close_all(listeners: list, unlink: bool = False) -> None:
     """Close listeners; with `unlink`, remove unix socket files too (--vacuum)."""
     for listener in listeners:
         listener.sock.close()
-        if unlink and listener.address.is_unix:
+        if unlink and listener.address.is_unix and not listener.address.path.startswith("@"):
             try:
                 os.unlink(listener.address.path)
             except FileNotFoundError:

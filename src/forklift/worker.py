@@ -367,6 +367,7 @@ class Worker:
             config.max_body_size or None,
         )
         self.inline = config.threads <= 1
+        self._log_notable = bool(config.log_4xx or config.log_5xx or config.log_slow)
         self.alive = True
         self.graceful_deadline = None
         self.requests_served = 0
@@ -853,8 +854,26 @@ class Worker:
                 self.access_log.log(
                     environ, response.status, response.sent, time.monotonic() - start
                 )
+            if self._log_notable:
+                self._log_notable_request(environ, response.status, time.monotonic() - start)
         if not response.keep_alive:
             self._close(conn)
+
+    def _log_notable_request(self, environ: dict, status: str, duration: float) -> None:
+        """uWSGI's log-4xx, log-5xx and log-slow: such requests reach the error log even
+        when the access log is off."""
+        config = self.config
+        kind = status[:1]
+        slow = config.log_slow and duration * 1000 >= config.log_slow
+        if (kind == "4" and config.log_4xx) or (kind == "5" and config.log_5xx) or slow:
+            error_log.warning(
+                "%s %s -> %s in %.0f ms from %s",
+                environ.get("REQUEST_METHOD"),
+                environ.get("REQUEST_URI") or environ.get("PATH_INFO"),
+                status or "(no answer)",
+                duration * 1000,
+                environ.get("REMOTE_ADDR") or "-",
+            )
 
     def _apply_forwarded(self, environ: dict, peer) -> None:
         """X-Forwarded-For/-Proto, believed only from --forwarded-allow-ips peers (and unix
