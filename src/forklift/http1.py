@@ -289,7 +289,9 @@ class RequestParser:
             self._fail("line ending is not CRLF")
         self._scanned = len(buf)
         line_end = buf.find(_CRLF)
-        if (line_end < 0 and len(buf) > limits.max_request_line) or (
+        # Without its CRLF yet, the line is the whole buffer, less a CR that may end it.
+        pending_line = len(buf) - (buf[-1:] == b"\r")
+        if (line_end < 0 and pending_line > limits.max_request_line) or (
             line_end > limits.max_request_line
         ):
             self._fail("request line too long", 414)
