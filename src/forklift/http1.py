@@ -25,7 +25,11 @@ TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _request_line = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/([0-9])\.([0-9])")
 # field-line = field-name ":" OWS field-value OWS. No space before the colon (§5.1), values
 # are VCHAR / obs-text with inner SP and HTAB; any other CTL (CR, LF, NUL, ...) fails the match.
-_field_line = re.compile(rb"(" + TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*)")
+# The value must start with a visible byte, so that OWS and value never compete for the same
+# spaces: otherwise a long run of spaces before a bad byte costs quadratic backtracking.
+_field_line = re.compile(
+    rb"(" + TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*)?)"
+)
 _token = re.compile(TOKEN)
 # A line ending that is not CRLF: a bare LF, or a CR followed by anything but LF (§2.2).
 _bad_line_ending = re.compile(rb"(?<!\r)\n|\r[^\n]")
@@ -40,6 +44,7 @@ _digits = re.compile(rb"[0-9]+")
 _TE_CODINGS = frozenset((b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"))
 _CRLF = b"\r\n"
 _MAX_CHUNK_LINE = 4096  # size + extensions; extensions are ignored, so this is generous
+_MAX_EMPTY_LINES = 8  # CRLFs tolerated before a request line (RFC 9112 §2.2 asks for one)
 _MAX_CL_DIGITS = 18  # fits in a signed 64-bit integer; anything longer is not a length
 
 
@@ -94,6 +99,7 @@ class RequestParser:
         "_limits",
         "_trailers",
         "_error",
+        "_empty_lines",
     )
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS):
@@ -106,6 +112,7 @@ class RequestParser:
         self._eof = False
         self._trailers: list = []
         self._error: ProtocolError | None = None
+        self._empty_lines = 0
 
     # -- input -------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -165,25 +172,26 @@ class RequestParser:
     # -- head --------------------------------------------------------------------------------
     def _parse_head(self):
         buf = self._buf
-        # RFC 9112 §2.2: ignore empty lines before the request line (bounded by the buffer).
+        # RFC 9112 §2.2: ignore empty lines before the request line, a few of them.
         while buf[:2] == _CRLF:
             del buf[:2]
+            self._scanned = max(0, self._scanned - 2)
+            self._empty_lines += 1
+            if self._empty_lines > _MAX_EMPTY_LINES:
+                self._fail("too many empty lines before the request line")
         end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end < 0:
             return self._head_incomplete()
         limits = self._limits
-        if end > limits.max_request_line + limits.max_header_bytes:
-            line_end = buf.find(_CRLF)
-            if line_end > limits.max_request_line:
-                self._fail("request line too long", 414)
-            self._fail("request header fields too large", 431)
+        # The faults a byte-at-a-time reader would have met before the head was complete
+        # are reported first, so the answer never depends on how the bytes were split.
+        self._check_head_prefix(self._scanned, end + 4)
         head = bytes(buf[:end])
         del buf[: end + 4]
         self._scanned = 0
+        self._empty_lines = 0
         lines = head.split(_CRLF)
         request_line = lines[0]
-        if len(request_line) > limits.max_request_line:
-            self._fail("request line too long", 414)
         if len(lines) - 1 > limits.max_header_fields:
             self._fail("too many header fields", 431)
         if len(head) - len(request_line) > limits.max_header_bytes:
@@ -283,25 +291,38 @@ class RequestParser:
 
     def _head_incomplete(self):
         buf = self._buf
-        limits = self._limits
-        scan_from = max(0, self._scanned - 1)
-        if _bad_line_ending.search(buf, scan_from):
-            self._fail("line ending is not CRLF")
+        self._check_head_prefix(self._scanned, len(buf))
         self._scanned = len(buf)
-        line_end = buf.find(_CRLF)
-        # Without its CRLF yet, the line is the whole buffer, less a CR that may end it.
-        pending_line = len(buf) - (buf[-1:] == b"\r")
-        if (line_end < 0 and pending_line > limits.max_request_line) or (
-            line_end > limits.max_request_line
-        ):
-            self._fail("request line too long", 414)
-        if len(buf) > limits.max_request_line + limits.max_header_bytes + 4:
-            self._fail("request header fields too large", 431)
         if self._eof:
             if buf:
                 self._fail("connection closed inside a request head")
             return ConnectionClosed()
         return NEED_DATA
+
+    def _check_head_prefix(self, lo: int, hi: int) -> None:
+        """Fail with the earliest fault whose byte lies in buf[lo:hi]: a line ending that is
+        not CRLF (400), a request line past its limit (414), a head past its limit (431).
+        Bytes before `lo` were checked by an earlier call."""
+        buf = self._buf
+        limits = self._limits
+        faults = []
+        m = _bad_line_ending.search(buf, max(0, lo - 1), hi)
+        if m is not None:
+            faults.append((m.end() - 1, 0, "line ending is not CRLF", 400))
+        max_line = limits.max_request_line
+        if hi > max_line:
+            line_end = buf.find(_CRLF, 0, max_line + 2)
+            if line_end < 0 or line_end > max_line:
+                # Arrives with byte max_line, or the one after if that byte is a CR.
+                at = max_line + (buf[max_line : max_line + 1] == b"\r")
+                if lo <= at < hi:
+                    faults.append((at, 1, "request line too long", 414))
+        max_head = max_line + limits.max_header_bytes + 4
+        if lo <= max_head < hi:
+            faults.append((max_head, 2, "request header fields too large", 431))
+        if faults:
+            _, _, message, status = min(faults)
+            self._fail(message, status)
 
     def _parse_content_length(self, value: bytes, previous: int | None) -> int:
         # RFC 9110 §8.6: 1*DIGIT. A list of identical values ("5, 5") may be one length.
@@ -364,11 +385,13 @@ class RequestParser:
             if state == _CHUNK_SIZE:
                 end = buf.find(_CRLF)
                 if end < 0:
-                    if len(buf) > _MAX_CHUNK_LINE:
-                        self._fail("chunk size line too long")
                     if _bad_line_ending.search(buf):
                         self._fail("line ending is not CRLF")
+                    if len(buf) - (buf[-1:] == b"\r") > _MAX_CHUNK_LINE:
+                        self._fail("chunk size line too long")
                     return self._need_body_data()
+                if end > _MAX_CHUNK_LINE:
+                    self._fail("chunk size line too long")
                 line = bytes(buf[:end])
                 m = _chunk_size_line.fullmatch(line)
                 if m is None:
@@ -377,6 +400,7 @@ class RequestParser:
                 del buf[: end + 2]
                 if size == 0:
                     self._state = _TRAILERS
+                    self._scanned = 0
                     continue
                 self._body_seen += size
                 max_body = self._limits.max_body
@@ -416,15 +440,23 @@ class RequestParser:
             del buf[:2]
             self._state = _END
             return self.next_event()
-        end = buf.find(b"\r\n\r\n")
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        hi = len(buf) if end < 0 else end + 4
+        # As for heads: the earliest fault wins, however the bytes were split.
+        limit = self._limits.max_header_bytes + 4
+        m = _bad_line_ending.search(buf, max(0, self._scanned - 1), hi)
+        bad_eol_at = m.end() - 1 if m is not None else None
+        too_big = self._scanned <= limit < hi
+        if bad_eol_at is not None and (not too_big or bad_eol_at <= limit):
+            self._fail("line ending is not CRLF")
+        if too_big:
+            self._fail("trailer section too large", 431)
         if end < 0:
-            if len(buf) > self._limits.max_header_bytes:
-                self._fail("trailer section too large", 431)
-            if _bad_line_ending.search(buf):
-                self._fail("line ending is not CRLF")
+            self._scanned = len(buf)
             return self._need_body_data()
         block = bytes(buf[:end])
         del buf[: end + 4]
+        self._scanned = 0
         lines = block.split(_CRLF)
         if len(lines) > self._limits.max_header_fields:
             self._fail("too many trailer fields", 431)
@@ -493,7 +525,8 @@ def frame_response(
             content_length = int(value) if value.isdigit() else None
             if content_length is None:
                 raise ValueError(f"Content-Length from the app is not a number: {value!r}")
-        elif lname in _HOP_BY_HOP:
+            continue  # written once, below, where the framing decides it
+        if lname in _HOP_BY_HOP:
             continue  # the server decides how the connection and body are framed
         lines.append(f"{name}: {value}\r\n")
 
@@ -525,8 +558,8 @@ def frame_response(
     elif http10:
         lines.append("Connection: keep-alive\r\n")
 
-    version = b"HTTP/1.1 " if request is None or not http10 else b"HTTP/1.0 "
-    head = version + (status + "\r\n" + "".join(lines)).encode("latin-1") + extra + _CRLF
+    # RFC 9110 §6.2: answer with the highest version we conform to, even to HTTP/1.0.
+    head = b"HTTP/1.1 " + (status + "\r\n" + "".join(lines)).encode("latin-1") + extra + _CRLF
     return ResponseFrame(head, body_mode, content_length, keep_alive)
 
 

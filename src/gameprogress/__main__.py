@@ -1,0 +1,7 @@
+"""`python -m gameprogress` is the `gameprogress` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,213 @@
+"""The SQLite store: the default, one file, safe under many threads and worker processes.
+
+Choices and their reasons:
+- WAL journal: readers never block the writer and the writer never blocks readers, which is
+  what several worker processes sharing one file need.
+- `synchronous=NORMAL`: in WAL mode this cannot corrupt the database; a power cut may lose the
+  last few commits, an accepted trade for game progress (clients report again).
+- A busy timeout: writers queue for the lock instead of failing at once with "database is
+  locked"; only a wait longer than the timeout becomes a 503.
+- One connection per thread (and per process: a connection must never cross a fork), opened on
+  first use, in autocommit mode so every statement is its own short transaction unless a method
+  says `BEGIN` itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from . import migrations
+from .model import RECENT_WINDOW_SECONDS, DeviceRecord, Stats, histogram_from_rows
+from .store import StoreUnavailable
+
+log = logging.getLogger("gameprogress")
+
+DEFAULT_BUSY_TIMEOUT = 5.0
+
+_COLUMNS = "device_id, level, last_commit, level_reached_at, updates"
+
+# One statement, so concurrent updates of one device cannot interleave between a read and a
+# write: the max is taken inside the database under its write lock. SET expressions all see
+# the row as it was before this update, so the CASE compares against the old level.
+_RECORD_LEVEL = f"""
+INSERT INTO devices ({_COLUMNS}) VALUES (?, ?, ?, ?, 1)
+ON CONFLICT (device_id) DO UPDATE SET
+    level = max(devices.level, excluded.level),
+    level_reached_at = CASE WHEN excluded.level > devices.level
+                            THEN excluded.last_commit ELSE devices.level_reached_at END,
+    last_commit = max(devices.last_commit, excluded.last_commit),
+    updates = devices.updates + 1
+RETURNING {_COLUMNS}
+"""
+
+# Import merges field by field with max (min for the time a tied level was reached), so that
+# importing the same file twice, or into a store that already has newer data, changes nothing.
+_IMPORT = f"""
+INSERT INTO devices ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (device_id) DO UPDATE SET
+    level = max(devices.level, excluded.level),
+    level_reached_at = CASE
+        WHEN excluded.level > devices.level THEN excluded.level_reached_at
+        WHEN excluded.level < devices.level THEN devices.level_reached_at
+        ELSE min(devices.level_reached_at, excluded.level_reached_at) END,
+    last_commit = max(devices.last_commit, excluded.last_commit),
+    updates = max(devices.updates, excluded.updates)
+"""
+
+
+class _Connection(sqlite3.Connection):
+    """A plain connection that can be weakly referenced, so `close()` can find them all."""
+
+
+class SQLiteStore:
+    """A `Store` over one SQLite file; see the module docstring for the settings and why."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        self._schema_ready = False
+        self._reset_connections()
+
+    def _reset_connections(self) -> None:
+        # After a fork the inherited connections belong to the parent: drop them unclosed
+        # (closing could release the parent's locks) and start afresh in this process.
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._all_lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self._reset_connections()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,  # only so that close() may close it from elsewhere
+                factory=_Connection,
+            )
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.add(conn)
+        return conn
+
+    @contextmanager
+    def _session(self) -> Iterator[sqlite3.Connection]:
+        """A connection with the schema in place; SQLite's operational errors become 503s."""
+        try:
+            conn = self._connection()
+            if not self._schema_ready:
+                self._migrate(conn)
+            yield conn
+        except sqlite3.OperationalError as exc:
+            # "database is locked" past the busy timeout, "unable to open database file",
+            # a full disk: all conditions an operator fixes and a client retries.
+            log.warning("SQLite %s: %s", self.path, exc)
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+
+    def _migrate(self, conn: sqlite3.Connection) -> list[int]:
+        done = migrations.apply_sqlite(conn)
+        self._schema_ready = True
+        return done
+
+    def migrate(self) -> list[int]:
+        try:
+            return self._migrate(self._connection())
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+
+    def health(self) -> int:
+        with self._session() as conn:
+            return migrations.sqlite_version(conn)
+
+    def get(self, device_id: str) -> DeviceRecord | None:
+        with self._session() as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM devices WHERE device_id = ?", (device_id,)
+            ).fetchone()
+        return DeviceRecord(*row) if row else None
+
+    def record_level(self, device_id: str, level: int, now: int) -> DeviceRecord:
+        with self._session() as conn:
+            # fetchall, not fetchone: the statement (and its write lock) ends only when it has
+            # been stepped to completion.
+            rows = conn.execute(_RECORD_LEVEL, (device_id, level, now, now)).fetchall()
+        return DeviceRecord(*rows[0])
+
+    def leaderboard(self, limit: int) -> list[DeviceRecord]:
+        with self._session() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM devices "
+                "ORDER BY level DESC, level_reached_at, device_id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [DeviceRecord(*row) for row in rows]
+
+    def stats(self, now: int, bucket_width: int, max_buckets: int) -> Stats:
+        with self._session() as conn:
+            # One read transaction: the counts and the histogram come from the same snapshot.
+            conn.execute("BEGIN")
+            try:
+                devices, total_updates, recent = conn.execute(
+                    "SELECT count(*), coalesce(sum(updates), 0), "
+                    "(SELECT count(*) FROM devices WHERE last_commit >= ?) FROM devices",
+                    (now - RECENT_WINDOW_SECONDS,),
+                ).fetchone()
+                rows = conn.execute(
+                    "SELECT level / ? AS bucket, count(*) FROM devices "
+                    "GROUP BY bucket ORDER BY bucket LIMIT ?",
+                    (bucket_width, max_buckets + 1),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        histogram, truncated = histogram_from_rows(rows, bucket_width, max_buckets)
+        return Stats(devices, recent, total_updates, bucket_width, histogram, truncated)
+
+    def export_page(self, after: str | None, limit: int) -> list[DeviceRecord]:
+        with self._session() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM devices WHERE device_id > ? ORDER BY device_id LIMIT ?",
+                ("" if after is None else after, limit),
+            ).fetchall()
+        return [DeviceRecord(*row) for row in rows]
+
+    def import_records(self, records: list[DeviceRecord]) -> int:
+        with self._session() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    _IMPORT,
+                    [
+                        (r.device_id, r.level, r.last_commit, r.level_reached_at, r.updates)
+                        for r in records
+                    ],
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return len(records)
+
+    def close(self) -> None:
+        if self._pid != os.getpid():
+            return
+        with self._all_lock:
+            connections = list(self._all)
+            self._all = weakref.WeakSet()
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
