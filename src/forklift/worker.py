@@ -764,12 +764,9 @@ class Worker:
         if conn.fd < 0:
             return False
         parser = conn.parser
-        if (
-            conn.phase != _BUSY
-            or conn.site.is_uwsgi
-            or not parser.message_complete
-            or not self.alive
-        ):
+        # While stopping, a connection whose answer promised keep-alive stays open until its
+        # idle deadline: a request that arrives on it is answered with "Connection: close".
+        if conn.phase != _BUSY or conn.site.is_uwsgi or not parser.message_complete:
             if conn.phase != _LINGER:
                 self._close(conn)
             return False
