@@ -37,6 +37,8 @@ def add_virtualenv(venv: str) -> None:
     """Put a venv's site-packages first on sys.path, following symlinks now (at spawn), so a
     worker started after a deploy flipped `current` uses the new release's venv."""
     real = os.path.realpath(venv)
+    if not os.path.exists(real):
+        return  # a release without dependencies has no venv: the server's own packages serve
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     site = os.path.join(real, "lib", version, "site-packages")
     if not os.path.isdir(site):

@@ -34,6 +34,7 @@ _BOOT_TIMEOUT = 60.0  # a worker that neither reports ready nor fails in this ti
 _FAST_STOP_GRACE = 1.0  # INT/QUIT: seconds before SIGKILL
 _HARAKIRI_BACKSTOP = 5.0  # worker's own watchdog silent this long past harakiri: SIGKILL
 _MAX_BACKOFF = 30.0
+_CONTROL_SILENCE = 0.05  # a control client that sent nothing by then is reading status
 
 _SIGNALS = (
     signal.SIGCHLD,
@@ -105,6 +106,8 @@ class Master:
         self._notify_r, self._notify_w = os.pipe()
         self._notify_buf = b""
         self._control = []  # stats / control sockets
+        self._clients = {}  # control connections being read: sock -> [bytes, deadline]
+        self._gen_configs = {}  # generation -> its Config with paths resolved at its start
         self.daemons = {}  # pid -> [command, Popen]: attach-daemon side processes
         self.daemon_restart_at = {}  # command -> when to start it again after it died
         self.touch_mtimes = {path: _mtime(path) for path in config.touch_reload}
@@ -162,8 +165,10 @@ class Master:
                     self._stop_daemons()
                     return self.exit_code
                 rlist = [self._signal_r, self._notify_r] + [s for s, _ in self._control]
+                rlist += list(self._clients)
+                timeout = 0.05 if self._clients else 0.25
                 try:
-                    ready, _, _ = select.select(rlist, [], [], 0.25)
+                    ready, _, _ = select.select(rlist, [], [], timeout)
                 except InterruptedError:
                     continue
                 for fd in ready:
@@ -171,8 +176,11 @@ class Master:
                         self._on_signals()
                     elif fd == self._notify_r:
                         self._on_notify()
+                    elif fd in self._clients:
+                        self._read_client(fd)
                     else:
-                        self._answer_control(fd)
+                        self._accept_control(fd)
+                self._answer_silent_clients()
                 self._reap()
         finally:
             signal.set_wakeup_fd(-1)
@@ -249,6 +257,9 @@ class Master:
                 continue
             if pid == 0:
                 return
+            # A worker writes "retiring" or its boot failure before it exits: read that
+            # while it is still in the table.
+            self._on_notify()
             worker = self.workers.pop(pid, None)
             if worker is None:
                 self._daemon_exited(pid, status)
@@ -258,8 +269,15 @@ class Master:
 
     def _on_worker_exit(self, worker: WorkerProcess, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
+        if worker.generation == self.pending and not worker.killed:
+            # A worker of the new generation died before the reload completed (at boot, or
+            # just after it): the release is not fit to serve; the old one keeps serving.
+            reason = self.boot_errors.pop(worker.pid, None) or _describe_exit(code)
+            if worker.ready:
+                reason = f"a new worker died right after boot ({reason})"
+            self._reload_failed(reason)
+            return
         if not worker.ready:
-            self._on_notify()  # the worker wrote its reason before exiting: read it first
             reason = self.boot_errors.pop(worker.pid, None) or _describe_exit(code)
             if worker.generation == self.pending:
                 self._reload_failed(reason)
@@ -282,6 +300,8 @@ class Master:
                 "worker %d failed to boot: %s; retrying in %.1f s", worker.pid, reason, delay
             )
             return
+        if code == 0 and not self.stopping:
+            worker.retiring = True  # a worker only exits 0 on purpose (max-requests, signal)
         if self.stopping or worker.retiring or worker.killed:
             if code not in (0, -signal.SIGKILL) and not worker.retiring:
                 error_log.info("worker %d exited: %s", worker.pid, _describe_exit(code))
@@ -359,7 +379,27 @@ class Master:
                     worker.retiring = True
                     _kill(worker.pid, signal.SIGTERM)
 
+    def generation_config(self, generation: int):
+        """The config a generation's workers start with, its paths resolved once.
+
+        `chdir` and `virtualenv` may go through a `current` symlink that a deploy flips:
+        resolving them when the generation starts means a worker respawned later (after a
+        crash) runs the same release as its siblings, never an unchecked newer one."""
+        config = self._gen_configs.get(generation)
+        if config is None:
+            changes = {}
+            if self.config.chdir:
+                changes["chdir"] = os.path.realpath(self.config.chdir)
+            if self.config.virtualenv:
+                changes["virtualenv"] = os.path.realpath(self.config.virtualenv)
+            config = self.config.replace(**changes) if changes else self.config
+            self._gen_configs[generation] = config
+            for old in [g for g in self._gen_configs if g < min(self.serving, generation)]:
+                del self._gen_configs[old]
+        return config
+
     def spawn(self, generation: int) -> None:
+        config = self.generation_config(generation)
         used = {w.slot for w in self.workers.values()}
         slot = self.scoreboard.free_slot(used)
         self.worker_numbers += 1
@@ -370,13 +410,13 @@ class Master:
         if pid == 0:
             code = 1
             try:
-                code = self._worker_main(generation, slot, number)
+                code = self._worker_main(generation, slot, number, config)
             finally:
                 os._exit(code)
         self.scoreboard.claim(slot, pid, generation)
         self.workers[pid] = WorkerProcess(pid, generation, slot, number)
 
-    def _worker_main(self, generation: int, slot: int, number: int) -> int:
+    def _worker_main(self, generation: int, slot: int, number: int, config) -> int:
         """Runs in the child after fork(): import the app, report, serve."""
         signal.set_wakeup_fd(-1)
         for sig in _SIGNALS:
@@ -385,6 +425,8 @@ class Master:
             os.close(fd)
         for sock, _ in self._control:
             sock.close()
+        for client in self._clients:
+            client.close()
         set_proctitle(f"forklift: worker {number}")
         notify_fd = self._notify_w
 
@@ -395,11 +437,11 @@ class Master:
             except OSError:
                 pass
 
-        config = self.config
         try:
             app = self.preloaded_app or load_app(config)
         except AppImportError as exc:
-            error_log.error("worker %d: %s", os.getpid(), exc)
+            if self.ever_ready:  # on a first start the master reports it, once
+                error_log.error("worker %d: %s", os.getpid(), exc)
             notify(f"bootfail {os.getpid()} {exc}")
             return EXIT_BOOT_FAILED
         except BaseException as exc:
@@ -626,20 +668,48 @@ class Master:
             "workers": workers,
         }
 
-    def _answer_control(self, fd) -> None:
-        for sock, _ in self._control:
-            if sock is fd or sock.fileno() == fd:
-                break
-        else:
-            return
+    def _accept_control(self, sock) -> None:
+        """A control client: it may send one JSON command line, or nothing (a status read).
+        It is read by the loop, never waited for: the master must keep reaping meanwhile."""
         try:
             conn, _ = sock.accept()
         except OSError:
             return
+        conn.setblocking(False)
+        self._clients[conn] = [b"", time.monotonic() + _CONTROL_SILENCE]
+
+    def _read_client(self, conn) -> None:
+        state = self._clients[conn]
         try:
-            conn.settimeout(0.5)
-            answer = self._control_command(_read_command(conn))
-            conn.sendall(json.dumps(answer).encode() + b"\n")
+            data = conn.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        state[0] += data
+        if not data or b"\n" in state[0] or len(state[0]) > 65536:
+            self._answer_client(conn)
+
+    def _answer_silent_clients(self) -> None:
+        now = time.monotonic()
+        for conn, (_, deadline) in list(self._clients.items()):
+            if now >= deadline:
+                self._answer_client(conn)
+
+    def _answer_client(self, conn) -> None:
+        data = self._clients.pop(conn)[0].strip()
+        command = None
+        if data:
+            try:
+                command = json.loads(data.split(b"\n")[0])
+            except ValueError:
+                command = {"cmd": None}
+            if not isinstance(command, dict):
+                command = {"cmd": None}
+        try:
+            conn.setblocking(True)
+            conn.settimeout(1.0)
+            conn.sendall(json.dumps(self._control_command(command)).encode() + b"\n")
         except OSError:
             pass
         finally:
@@ -661,27 +731,6 @@ class Master:
                 return {"accepted": False, "error": error, "reload": self.reload_state}
             return {"accepted": True, "reload": self.reload_state}
         return {"accepted": False, "error": f"unknown command {command.get('cmd')!r}"}
-
-
-def _read_command(conn) -> dict | None:
-    """One JSON line from a control client, or None when it sends nothing (a status read)."""
-    data = b""
-    try:
-        while b"\n" not in data and len(data) < 65536:
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    except (TimeoutError, OSError):
-        pass
-    data = data.strip()
-    if not data:
-        return None
-    try:
-        command = json.loads(data.split(b"\n")[0])
-    except ValueError:
-        return {"cmd": None}
-    return command if isinstance(command, dict) else {"cmd": None}
 
 
 def notify_systemd(message: str) -> None:

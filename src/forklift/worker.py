@@ -381,6 +381,9 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         self._poller.register(self._wake_r, _EPOLLIN)
         self._sites = {}
+        self._occupied = 0  # requests queued for or running on the pool
+        self._paused = False  # listeners unregistered because every thread has work
+        self._resume_wanted = False
         self._allowed_cache = {}
         self._warned_uwsgi_vars = set()
         self._queue = None
@@ -490,6 +493,10 @@ class Worker:
                             self._accept(sites[fd])
                     elif fd == wake_r:
                         self._drain_wakeups()
+                        if self._resume_wanted:
+                            self._resume_wanted = False
+                            if accepting:
+                                self._resume_accepting()
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._sweep(now)
@@ -529,6 +536,28 @@ class Worker:
         if self.notify is not None:
             self.notify(f"harakiri {os.getpid()}")
         os.kill(os.getpid(), signal.SIGKILL)
+
+    def _pause_accepting(self) -> None:
+        if self._paused or not self.alive:
+            return
+        self._paused = True
+        for fd in self._sites:
+            try:
+                self._poller.unregister(fd)
+            except (OSError, KeyError):
+                pass
+
+    def _resume_accepting(self) -> None:
+        with self._lock:
+            if not self._paused or self._occupied >= self.config.threads:
+                return
+            self._paused = False
+        flags = _EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
+        for fd in self._sites:
+            try:
+                self._poller.register(fd, flags)
+            except (OSError, FileExistsError):
+                pass
 
     def _stop_accepting(self) -> None:
         for fd in list(self._sites):
@@ -724,6 +753,13 @@ class Worker:
         if self.inline or in_thread:
             self._serve(conn, streaming)
         else:
+            with self._lock:
+                self._occupied += 1
+                full = self._occupied >= self.config.threads
+            if full:
+                # Every thread has work: leave new connections in the shared queue for a
+                # worker that can serve them now (and that is not the one that may crash).
+                self._pause_accepting()
             self._queue.put((conn, streaming))
 
     def _thread_main(self) -> None:
@@ -739,6 +775,13 @@ class Worker:
                     self._advance(conn, in_thread=True)
             except Exception:
                 self._internal_error(conn)
+            finally:
+                with self._lock:
+                    self._occupied -= 1
+                    resume = self._paused and self._occupied < self.config.threads
+                if resume:
+                    self._resume_wanted = True
+                    self._wake()
 
     def _internal_error(self, conn) -> None:
         """A bug of ours on one connection: log it, drop that connection, keep serving."""
@@ -775,9 +818,6 @@ class Worker:
         conn.head = None
         conn.body = None
         conn.deadline = time.monotonic() + self.config.keepalive_timeout
-        self.requests_served += 1
-        if self.max_requests and self.requests_served >= self.max_requests:
-            self.retire(f"served {self.requests_served} requests (max-requests)")
         return True
 
     def _serve(self, conn, streaming: bool) -> None:
@@ -853,6 +893,9 @@ class Worker:
                 )
             if self._log_notable:
                 self._log_notable_request(environ, response.status, time.monotonic() - start)
+            self.requests_served += 1
+            if self.max_requests and self.requests_served >= self.max_requests:
+                self.retire(f"served {self.requests_served} requests (max-requests)")
         if not response.keep_alive:
             self._close(conn)
 

@@ -1,0 +1,269 @@
+"""`forklift deploy|releases|rollback|systemd-unit`: options in, a pipeline run, an exit code.
+
+Exit codes: 0 done, 1 the deploy or rollback failed (the reason is printed), 2 bad options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import sys
+
+from .pipeline import Pipeline
+from .push import init_push
+from .releases import AppDir
+from .report import Reporter, Settings
+from .systemd import unit_text
+
+COMMANDS = ("deploy", "releases", "rollback", "systemd-unit")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _add_app_options(p) -> None:
+    p.add_argument("--app", metavar="DIR", required=True, help="the app directory")
+    p.add_argument("--pidfile", metavar="FILE", help="the master's pidfile (remembered)")
+    p.add_argument(
+        "--health", metavar="PATH", help="new workers must answer GET PATH with a 2xx first"
+    )
+    p.add_argument("--health-host", metavar="HOST", help="Host header of the health check")
+    p.add_argument("--json", action="store_true", help="one JSON object per step")
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"forklift {command}", description=_DESCRIPTIONS[command])
+    if command == "deploy":
+        _add_app_options(p)
+        p.add_argument("--repo", metavar="GIT_URL_OR_PATH", help="where to fetch (remembered)")
+        p.add_argument("--ref", help="branch, tag or commit (default: the remote's default branch)")
+        p.add_argument("--module", metavar="MODULE[:CALLABLE]", help="the WSGI app (remembered)")
+        p.add_argument("--wsgi-file", metavar="FILE", help="the app's file, in the release")
+        p.add_argument("--callable", metavar="NAME", help="the app's name in it")
+        p.add_argument(
+            "--release-command", metavar="CMD", help="run once before the switch ('' for none)"
+        )
+        p.add_argument("--pip-args", metavar="ARGS", help="extra pip install arguments")
+        p.add_argument(
+            "--shared", metavar="NAME", action="append", help="keep shared/NAME (repeatable)"
+        )
+        p.add_argument(
+            "--watch",
+            metavar="SECONDS",
+            type=_seconds,
+            help="seconds to watch the new release (30)",
+        )
+        p.add_argument("--keep", metavar="N", type=_count, help="releases to keep (5)")
+        p.add_argument("--nginx", metavar="FILE", help="keep nginx's server block for the app here")
+        p.add_argument(
+            "--nginx-upstream",
+            metavar="ADDR",
+            action="append",
+            help="generate it for forklift at ADDR (uwsgi; http://ADDR for HTTP; repeatable)",
+        )
+        p.add_argument("--nginx-server-name", metavar="NAME", help="its server_name (_)")
+        p.add_argument("--nginx-listen", metavar="ADDR", help="its listen (80)")
+        p.add_argument(
+            "--nginx-source", metavar="PATH", help="without --nginx-upstream: the release's file"
+        )
+        p.add_argument("--nginx-cmd", metavar="CMD", help="how to run nginx (nginx)")
+        p.add_argument(
+            "--init-push", action="store_true", help="create DIR/repo.git: git push deploys"
+        )
+    elif command == "rollback":
+        _add_app_options(p)
+        p.add_argument("--to", metavar="ID", help="the release (default: previous healthy)")
+        p.add_argument(
+            "--watch",
+            dest="rollback_watch",
+            metavar="SECONDS",
+            type=_seconds,
+            default=0.0,
+            help="seconds to watch the release afterwards (0)",
+        )
+    elif command == "releases":
+        p.add_argument("--app", metavar="DIR", required=True, help="the app directory")
+        p.add_argument("--json", action="store_true", help="a JSON list")
+    else:
+        p.add_argument("--app", metavar="DIR", required=True, help="the app directory")
+        p.add_argument("--pidfile", metavar="FILE", help="(default: remembered, or in /run)")
+        p.add_argument("--user", help="User= of the service")
+        p.add_argument("--group", help="Group= of the service")
+        p.add_argument("--description", help="Description= of the unit")
+        p.add_argument(
+            "--no-virtualenv", action="store_true", help="no --virtualenv DIR/current/.venv"
+        )
+        p.epilog = "Other options (--http ADDR, --processes N, ...) are passed to the master."
+    return p
+
+
+_DESCRIPTIONS = {
+    "deploy": "Fetch a commit into a new release, check it, switch to it, watch it.",
+    "releases": "List the releases of an app directory.",
+    "rollback": "Go back to the previous healthy release (or --to ID): no fetch, no install.",
+    "systemd-unit": "Print a systemd unit for the master serving DIR/current.",
+}
+
+# option name -> settings key; what is given is remembered in DIR/deploy.json
+_REMEMBERED = {
+    "repo": "repo",
+    "pidfile": "pidfile",
+    "module": "module",
+    "wsgi_file": "wsgi_file",
+    "callable": "callable",
+    "health": "health",
+    "health_host": "health_host",
+    "release_command": "release_command",
+    "shared": "shared",
+    "watch": "watch",
+    "keep": "keep",
+    "nginx": "nginx",
+    "nginx_source": "nginx_source",
+    "nginx_upstream": "nginx_upstream",
+    "nginx_server_name": "nginx_server_name",
+    "nginx_listen": "nginx_listen",
+    "nginx_cmd": "nginx_cmd",
+}
+
+
+def _merge(app: AppDir, args) -> dict:
+    settings = Settings().as_dict()
+    settings.update(app.load_settings())
+    for option, key in _REMEMBERED.items():
+        value = getattr(args, option, None)
+        if value is None:
+            continue
+        if option in ("pidfile", "nginx") and value:
+            value = os.path.abspath(value)
+        if option == "repo" and os.path.exists(value):
+            value = os.path.abspath(value)
+        if option == "release_command" and not value.strip():
+            value = None
+        settings[key] = value
+    if getattr(args, "pip_args", None) is not None:
+        settings["pip_args"] = shlex.split(args.pip_args)
+    return settings
+
+
+def main(argv: list) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(f"forklift deploy: expected one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    command = argv[0]
+    parser = build_parser(command)
+    if command == "systemd-unit":
+        args, server_options = parser.parse_known_args(argv[1:])
+        server_options = [o for o in server_options if o != "--"]
+    else:
+        args = parser.parse_args(argv[1:])
+    app = AppDir(args.app)
+    if command == "releases":
+        return releases_main(app, args.json)
+    if command == "systemd-unit":
+        return systemd_main(app, args, server_options)
+    if command == "rollback" and not app.releases_dir.is_dir():
+        print(f"forklift rollback: error: {app.root}: no releases/ here", file=sys.stderr)
+        return 2
+    settings = _merge(app, args)
+    if not settings.get("module") and not settings.get("wsgi_file"):
+        parser.error(
+            "no app: give --module MODULE:CALLABLE or --wsgi-file FILE once "
+            f"(remembered in {app.settings_path})"
+        )
+    if command == "deploy" and args.init_push:
+        settings["repo"] = str(app.push_repo)
+        message = init_push(app, args.ref or "main")
+        app.save_settings(settings)
+        print(message)
+        return 0
+    reporter = Reporter(sys.stdout, args.json)
+    pipeline = Pipeline(app, Settings.from_dict(settings), reporter, remember=settings)
+    if command == "deploy":
+        return pipeline.deploy(args.ref)
+    pipeline.settings.watch = args.rollback_watch  # a rollback watches only when asked
+    return pipeline.rollback(args.to)
+
+
+def releases_main(app: AppDir, as_json: bool) -> int:
+    current = app.current_id()
+    health = app.health()
+    previous = app.previous_healthy(exclude=current)
+    rows = []
+    for release in reversed(app.releases()):
+        meta = release.meta
+        rows.append(
+            {
+                "id": release.id,
+                "commit": release.commit,
+                "ref": meta.get("ref"),
+                "created": meta.get("created"),
+                "venv": meta.get("venv"),
+                "health": health.get(release.id) or ("incomplete" if not meta else "unchecked"),
+                "current": release.id == current,
+                "previous_healthy": release.id == previous,
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no releases in {app.releases_dir}")
+        return 0
+    print(f"  {'RELEASE':<28} {'COMMIT':<8} {'CREATED':<21} {'REF':<14} HEALTH")
+    for row in rows:
+        mark = "*" if row["current"] else " "
+        health_text = row["health"] + (", previous" if row["previous_healthy"] else "")
+        print(
+            f"{mark} {row['id']:<28} {(row['commit'] or '')[:7]:<8} {row['created'] or '':<21}"
+            f" {(row['ref'] or '')[:14]:<14} {health_text}"
+        )
+    return 0
+
+
+def systemd_main(app: AppDir, args, server_options: list) -> int:
+    settings = app.load_settings()
+    if args.pidfile:
+        settings["pidfile"] = os.path.abspath(args.pidfile)
+    runtime_dir = None
+    if not settings.get("pidfile"):
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", app.root.name) or "app"
+        runtime_dir = f"forklift-{name}"
+        settings["pidfile"] = f"/run/{runtime_dir}/master.pid"
+    settings["virtualenv"] = not args.no_virtualenv
+    text = unit_text(
+        app,
+        settings,
+        server_options,
+        user=args.user,
+        group=args.group,
+        description=args.description,
+    )
+    if runtime_dir:
+        text = text.replace("[Service]\n", f"[Service]\nRuntimeDirectory={runtime_dir}\n", 1)
+    header = (
+        f"# forklift systemd-unit --app {app.root}\n"
+        f"# deploy with: forklift deploy --app {app.root} --pidfile {settings['pidfile']}\n"
+    )
+    sys.stdout.write(header + text)
+    return 0

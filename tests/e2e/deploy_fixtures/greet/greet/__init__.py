@@ -1,0 +1,3 @@
+"""The dependency v3 adds: installed into the release's venv from a wheel in the repository."""
+
+WORD = "greetings"
