@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import re
@@ -105,7 +106,9 @@ def _load_file(path: str):
     if not os.path.isfile(path):
         raise AppImportError(f"{path}: no such file (wsgi-file)")
     module_name = "forklift_wsgi_file_" + re.sub(r"\W", "_", os.path.basename(path))
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    # Any suffix (.wsgi is the usual one for uWSGI and mod_wsgi files) is Python source.
+    loader = importlib.machinery.SourceFileLoader(module_name, path)
+    spec = importlib.util.spec_from_file_location(module_name, path, loader=loader)
     if spec is None or spec.loader is None:
         raise AppImportError(f"--wsgi-file {path}: not a Python file")
     module = importlib.util.module_from_spec(spec)

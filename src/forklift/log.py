@@ -34,6 +34,15 @@ def setup_error_log(path: str | None, level: str = "info") -> None:
     error_log.propagate = False
 
 
+# Client-controlled text must not be able to forge fields of the log line: quotes,
+# backslashes and control characters are written as \xHH, as nginx does.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x22, 0x5C, 0x7F)}
+
+
+def _clean(text: str) -> str:
+    return text.translate(_ESCAPES)
+
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -86,13 +95,13 @@ class AccessLog:
         line = '%s - - [%s] "%s %s %s" %s %s "%s" "%s" %d\n' % (
             environ.get("REMOTE_ADDR") or "-",
             self._timestamp(now),
-            method,
-            environ.get("REQUEST_URI", "-"),
+            _clean(method),
+            _clean(environ.get("REQUEST_URI", "-")),
             environ.get("SERVER_PROTOCOL", "-"),
             status[:3] if status else "-",
             size if size else "-",
-            environ.get("HTTP_REFERER", "-"),
-            environ.get("HTTP_USER_AGENT", "-"),
+            _clean(environ.get("HTTP_REFERER", "-")),
+            _clean(environ.get("HTTP_USER_AGENT", "-")),
             int(duration * 1e6),
         )
         data = line.encode("utf-8", "backslashreplace")

@@ -877,6 +877,11 @@ class Worker:
         try:
             run_app(self.app, environ, response)
         except PeerGone as exc:
+            parser_error = getattr(conn.parser, "_error", None)
+            if parser_error is not None and parser_error.status and not response.head_sent:
+                # Not a vanished client: its streamed body was malformed or too large.
+                self._reject(conn, parser_error)
+                return
             error_log.debug("client %s went away: %s", conn.peer, exc)
             self._close(conn)
             return

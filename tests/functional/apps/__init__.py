@@ -1,0 +1,1 @@
+"""WSGI fixture apps served by forklift in the functional tests (run with --chdir here)."""

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.hello),
+    path("form/", views.form),
+    path("api/", views.api),
+]
