@@ -172,6 +172,10 @@ class RequestParser:
     # -- head --------------------------------------------------------------------------------
     def _parse_head(self):
         buf = self._buf
+        if not buf:  # the common case between keep-alive requests
+            if self._eof:
+                return ConnectionClosed()
+            return NEED_DATA
         # RFC 9112 §2.2: ignore empty lines before the request line, a few of them.
         while buf[:2] == _CRLF:
             del buf[:2]
