@@ -100,6 +100,7 @@ class RequestParser:
         "_trailers",
         "_error",
         "_empty_lines",
+        "_head",
     )
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS):
@@ -113,6 +114,7 @@ class RequestParser:
         self._trailers: list = []
         self._error: ProtocolError | None = None
         self._empty_lines = 0
+        self._head = None  # the head being parsed, while it is parsed (for _fail)
 
     # -- input -------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -165,6 +167,13 @@ class RequestParser:
         return self._read_chunked_body()
 
     def _fail(self, message: str, status: int = 400):
+        head = self._head
+        if head is not None:
+            # A line ending that is not CRLF came before whatever else is wrong with this
+            # head: a byte-at-a-time reader would have stopped there, so we do too.
+            self._head = None
+            if _bad_line_ending.search(head):
+                message, status = "line ending is not CRLF", 400
         self._state = _DEAD
         self._error = ProtocolError(message, status)
         raise self._error
@@ -177,7 +186,7 @@ class RequestParser:
                 return ConnectionClosed()
             return NEED_DATA
         # RFC 9112 §2.2: ignore empty lines before the request line, a few of them.
-        while buf[:2] == _CRLF:
+        while buf.startswith(_CRLF):
             del buf[:2]
             self._scanned = max(0, self._scanned - 2)
             self._empty_lines += 1
@@ -189,8 +198,12 @@ class RequestParser:
         limits = self._limits
         # The faults a byte-at-a-time reader would have met before the head was complete
         # are reported first, so the answer never depends on how the bytes were split.
-        self._check_head_prefix(self._scanned, end + 4)
+        # A head shorter than the request-line limit cannot be too long, and a stray CR or
+        # LF in it fails the grammar below: `_fail` then looks for it (see _head_fault).
+        if end + 4 > limits.max_request_line:
+            self._check_head_prefix(self._scanned, end + 4)
         head = bytes(buf[:end])
+        self._head = head
         del buf[: end + 4]
         self._scanned = 0
         self._empty_lines = 0
@@ -282,6 +295,7 @@ class RequestParser:
             self._remaining = content_length
         else:
             self._state = _END
+        self._head = None
         return RequestHead(
             method.decode("ascii"),
             target,

@@ -123,6 +123,7 @@ class Worker:
         )
         self.inline = config.threads <= 1
         self._log_notable = bool(config.log_4xx or config.log_5xx or config.log_slow)
+        self._track_busy = config.harakiri > 0
         self.alive = True
         self.graceful_deadline = None
         self.requests_served = 0
@@ -627,12 +628,14 @@ class Worker:
             response = UwsgiResponse(conn, environ["REQUEST_METHOD"], config.socket_timeout)
         else:
             response = HttpResponse(conn, head, config.socket_timeout, self.alive)
-        ident = threading.get_ident()
-        self.busy[ident] = (
-            start,
-            environ["REQUEST_METHOD"],
-            environ.get("REQUEST_URI") or environ["PATH_INFO"],
-        )
+        ident = 0
+        if self._track_busy:  # for harakiri's report: which request each thread runs
+            ident = threading.get_ident()
+            self.busy[ident] = (
+                start,
+                environ["REQUEST_METHOD"],
+                environ.get("REQUEST_URI") or environ["PATH_INFO"],
+            )
         slot = self.slot
         if slot is not None:
             slot.request_started()
@@ -651,7 +654,8 @@ class Worker:
             self._app_failed(conn, response, environ, exc)
             return
         finally:
-            self.busy.pop(ident, None)
+            if ident:
+                self.busy.pop(ident, None)
             if slot is not None:
                 slot.request_finished(response.status[:1] == "5")
             if self.access_log is not None:
