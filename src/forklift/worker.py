@@ -10,6 +10,7 @@ a thread owns a connection only while a request on it runs. Heads, and bodies up
 
 from __future__ import annotations
 
+import _socket
 import errno
 import io
 import ipaddress
@@ -343,11 +344,14 @@ class Worker:
 
     def _accept(self, site) -> None:
         lsock = site.listener.sock
+        raw_accept = lsock._accept  # (fd, address): skips socket.accept's Python wrapper
+        family = lsock.family
         now = time.monotonic()
         deadline = now + self.config.head_timeout
         for _ in range(64):  # bounded, so one busy listener cannot starve the others
             try:
-                sock, addr = lsock.accept()
+                fd, addr = raw_accept()
+                sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
