@@ -31,6 +31,7 @@ def serve(config, reload_config=None) -> int:
         daemonize(config.daemonize)
     setup_error_log(config.error_log, config.log_level)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    raise_fd_limit()
     if config.umask is not None:
         os.umask(config.umask)
     for command in config.exec_asap:
@@ -60,6 +61,20 @@ def serve(config, reload_config=None) -> int:
                 remove_pidfile(config.pidfile)
     finally:
         sockets.close_all(listeners, unlink=True)
+
+
+def raise_fd_limit() -> None:
+    """Each connection is a descriptor: lift the soft limit to the hard one (as nginx's
+    worker_rlimit_nofile would), so 1024 clients are not the ceiling."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def run_hook(command: str, key: str) -> None:

@@ -141,6 +141,7 @@ class Worker:
         self._occupied = 0  # requests queued for or running on the pool
         self._paused = False  # listeners unregistered because every thread has work
         self._resume_wanted = False
+        self._accept_again_at = 0.0  # after EMFILE: when to try accepting again
         self._allowed_cache = {}
         self._warned_uwsgi_vars = set()
         self._queue = None
@@ -255,6 +256,10 @@ class Worker:
                             if accepting:
                                 self._resume_accepting()
                 now = time.monotonic()
+                if self._accept_again_at and now >= self._accept_again_at:
+                    self._accept_again_at = 0.0
+                    if accepting:
+                        self._resume_accepting()
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + 1.0
@@ -356,7 +361,11 @@ class Worker:
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    error_log.error("accept failed: %s (too many open files?)", exc)
+                    # Out of descriptors or memory: stop accepting for a moment rather than
+                    # spin on a listener that stays readable. Waiting clients stay queued.
+                    error_log.error("accept failed: %s; pausing accepts for 0.5 s", exc)
+                    self._pause_accepting()
+                    self._accept_again_at = time.monotonic() + 0.5
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
