@@ -243,7 +243,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.ini:
         from .ini_config import config_from_ini
 
-        config = config_from_ini(args.ini)
+        config = config_from_ini(args.ini, strict=args.strict)
     else:
         config = Config()
     if args.app and args.module:

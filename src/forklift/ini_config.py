@@ -458,18 +458,24 @@ def suggest(key: str) -> str | None:
     return matches[0]
 
 
-def config_from_ini(spec: str, base: Config | None = None, *, reload: bool = False) -> Config:
-    """Read `FILE[:SECTION]` into a Config (not yet validated); warnings go to `warnings`."""
-    config, _ = read_with_warnings(spec, base, reload=reload)
+def config_from_ini(
+    spec: str, base: Config | None = None, *, reload: bool = False, strict: bool = False
+) -> Config:
+    """Read `FILE[:SECTION]` into a Config (not yet validated); warnings in `ini_warnings`.
+
+    `strict` (the command line's --strict) makes unknown keys errors, as `strict = true`."""
+    config, _ = read_with_warnings(spec, base, reload=reload, strict=strict)
     return config
 
 
-def read_with_warnings(spec: str, base: Config | None = None, *, reload: bool = False):
+def read_with_warnings(
+    spec: str, base: Config | None = None, *, reload: bool = False, strict: bool = False
+):
     """(Config, [warning lines]) for an ini file; ConfigError on a refused or invalid key."""
     entries = read_ini(spec, reload=reload)
     builder = _Builder(base if base is not None else Config())
     user_vars = referenced_names(entries)
-    strict = any(e.key in ("strict", "strict-mode") and _bool(e) for e in entries)
+    strict = strict or any(e.key in ("strict", "strict-mode") and _bool(e) for e in entries)
     for entry in entries:
         key = entry.key
         if key.startswith("if-") or key in ("endif", "else", "end"):

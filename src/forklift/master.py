@@ -108,6 +108,7 @@ class Master:
         self._control = []  # stats / control sockets
         self._clients = {}  # control connections being read: sock -> [bytes, deadline]
         self._gen_configs = {}  # generation -> its Config with paths resolved at its start
+        self._control_opened = False
         self.daemons = {}  # pid -> [command, Popen]: attach-daemon side processes
         self.daemon_restart_at = {}  # command -> when to start it again after it died
         self.touch_mtimes = {path: _mtime(path) for path in config.touch_reload}
@@ -121,7 +122,9 @@ class Master:
             signal.signal(sig, _noop)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
-    def _open_control(self) -> None:
+    def open_control(self) -> None:
+        """Bind the control socket (PIDFILE.sock) and --stats; before dropping privileges."""
+        self._control_opened = True
         paths = []
         if self.config.pidfile:
             paths.append(self.config.pidfile + ".sock")
@@ -147,7 +150,8 @@ class Master:
     def run(self) -> int:
         set_proctitle("forklift: master")
         self._install_signals()
-        self._open_control()
+        if not self._control_opened:
+            self.open_control()
         error_log.info(
             "master %d: %d worker(s) x %d thread(s)",
             os.getpid(),

@@ -34,6 +34,31 @@ UWSGI_PARAMS = (
 )
 
 
+_MIME_TYPES = (
+    ("text/html", "html htm"),
+    ("text/css", "css"),
+    ("text/plain", "txt"),
+    ("text/xml", "xml"),
+    ("text/csv", "csv"),
+    ("text/markdown", "md"),
+    ("application/javascript", "js mjs"),
+    ("application/json", "json map"),
+    ("application/pdf", "pdf"),
+    ("application/wasm", "wasm"),
+    ("application/zip", "zip"),
+    ("image/png", "png"),
+    ("image/jpeg", "jpg jpeg"),
+    ("image/gif", "gif"),
+    ("image/svg+xml", "svg svgz"),
+    ("image/webp", "webp"),
+    ("image/x-icon", "ico"),
+    ("font/woff", "woff"),
+    ("font/woff2", "woff2"),
+    ("video/mp4", "mp4"),
+    ("audio/mpeg", "mp3"),
+)
+
+
 def _server_line(address: ListenAddress) -> str:
     if address.is_unix:
         return f"unix:{address.path}"
@@ -108,6 +133,12 @@ def render(
         w("")
         w(f"    location {url} {{")
         w(f"        alias {directory};")
+        w("        # Inline, so the answer's types do not depend on the distribution's mime.types.")
+        w("        types {")
+        for mime, exts in _MIME_TYPES:
+            w(f"            {mime} {exts};")
+        w("        }")
+        w("        default_type application/octet-stream;")
         w("        expires 1h;")
         w("    }")
     w("")

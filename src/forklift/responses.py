@@ -18,6 +18,7 @@ from .errors import PeerGone, ProtocolError
 from .events import NEED_DATA, Data, EndOfMessage
 
 RECV_SIZE = 65536
+DEFER_LIMIT = 4 << 20  # bytes of answer an inline worker keeps for the loop to flush
 _COALESCE_LIMIT = 65536  # head + body joined into one send below this; writev above
 
 
@@ -109,10 +110,11 @@ class HttpResponse:
         "pending",
         "status",
         "sent",
+        "defer",
     )
     can_sendfile = True
 
-    def __init__(self, conn, request, timeout, keep_alive):
+    def __init__(self, conn, request, timeout, keep_alive, defer=False):
         self.conn = conn
         self.request = request
         self.timeout = timeout
@@ -123,6 +125,43 @@ class HttpResponse:
         self.pending = b""
         self.status = ""
         self.sent = 0
+        # Inline worker: what the kernel will not take now is left in conn.out for the
+        # event loop to flush, so a client that reads slowly does not stall the worker.
+        self.defer = defer
+
+    def _send(self, data) -> None:
+        conn = self.conn
+        out = conn.out
+        if out:
+            if self.defer and len(out) + len(data) <= DEFER_LIMIT:
+                out += data
+                return
+            send_all(conn.sock, bytes(out), self.timeout)
+            out.clear()
+            send_all(conn.sock, data, self.timeout)
+            return
+        if not self.defer:
+            send_all(conn.sock, data, self.timeout)
+            return
+        try:
+            sent = conn.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise PeerGone(f"send failed: {exc}") from None
+        if sent < len(data):
+            rest = memoryview(data)[sent:]
+            if len(rest) <= DEFER_LIMIT:
+                out += rest
+            else:
+                send_all(conn.sock, rest, self.timeout)
+
+    def flush_deferred(self) -> None:
+        """Send what was deferred, waiting as long as it takes (before a sendfile)."""
+        out = self.conn.out
+        if out:
+            send_all(self.conn.sock, bytes(out), self.timeout)
+            out.clear()
 
     def send_head(self, status, headers, known_length):
         # A request body the app left unread would be parsed as the next request unless we
@@ -166,11 +205,12 @@ class HttpResponse:
                 data = self.pending + data
                 self.pending = b""
             else:
-                send_all(self.conn.sock, self.pending, self.timeout)
+                self._send(self.pending)
                 self.pending = b""
-        send_all(self.conn.sock, data, self.timeout)
+        self._send(data)
 
     def sendfile(self, fd, offset, count):
+        self.flush_deferred()
         if self.pending:
             send_all(self.conn.sock, self.pending, self.timeout)
             self.pending = b""
@@ -209,7 +249,7 @@ class HttpResponse:
         elif self.mode == http1.BODY_LENGTH and self.remaining:
             self.keep_alive = False  # fewer bytes than promised: only a close can tell
         if out:
-            send_all(self.conn.sock, out, self.timeout)
+            self._send(out)
 
 
 class UwsgiResponse(HttpResponse):

@@ -46,6 +46,8 @@ def serve(config, reload_config=None) -> int:
             write_pidfile(config.pidfile)
         if config.chown_socket:
             chown_sockets(listeners, config.chown_socket)
+        master = Master(config, listeners, reload_config)
+        master.open_control()  # bound as root too, like the listeners and the pidfile
         drop_privileges(config.uid, config.gid)
         for hook in config.hook_pre_app:
             action, _, command = hook.partition(":")
@@ -53,9 +55,9 @@ def serve(config, reload_config=None) -> int:
                 run_hook(command, "hook-pre-app")
             else:
                 error_log.warning("hook-pre-app %r: only exec:COMMAND is supported; ignored", hook)
-        app = load_app(config) if config.preload else None
+        master.preloaded_app = load_app(config) if config.preload else None
         try:
-            return Master(config, listeners, reload_config, preloaded_app=app).run()
+            return master.run()
         finally:
             if config.pidfile:
                 remove_pidfile(config.pidfile)

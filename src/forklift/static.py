@@ -174,9 +174,9 @@ def parse_range(header: str, size: int):
     if not first.isdigit() or (last and not last.isdigit()):
         return None
     start = int(first)
+    if start >= size:
+        return "unsatisfiable"  # also `bytes=N-` at or past the end (a finished resume)
     end = int(last) if last else size - 1
     if end < start:
         return None
-    if start >= size:
-        return "unsatisfiable"
     return start, min(end, size - 1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import _socket
 import errno
+import fcntl
 import io
 import ipaddress
 import os
@@ -20,6 +21,7 @@ import select
 import signal
 import socket
 import sys
+import termios
 import threading
 import time
 import traceback
@@ -58,7 +60,7 @@ _REASONS = {
 }
 
 # Connection phases, for the timeout sweep.
-_IDLE, _HEAD, _BODY, _BUSY, _LINGER = range(5)
+_IDLE, _HEAD, _BODY, _BUSY, _LINGER, _FLUSH = range(6)
 
 
 class Connection:
@@ -76,6 +78,9 @@ class Connection:
         "body",
         "body_size",
         "requests",
+        "out",
+        "flush_keep_alive",
+        "unsent",
     )
 
     def __init__(self, sock, peer, site, parser, deadline):
@@ -90,6 +95,21 @@ class Connection:
         self.body = None
         self.body_size = 0
         self.requests = 0
+        self.out = bytearray()  # answer bytes the loop still has to send (inline worker)
+        self.flush_keep_alive = False
+        self.unsent = -1  # kernel send queue at the last timeout check (TIOCOUTQ)
+
+
+def _unsent_shrank(conn) -> bool:
+    """Did the kernel's send queue for this socket shrink since the last look?"""
+    try:
+        raw = fcntl.ioctl(conn.fd, termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return False
+    unsent = int.from_bytes(raw, sys.byteorder, signed=True)
+    shrank = conn.unsent < 0 or unsent < conn.unsent
+    conn.unsent = unsent
+    return shrank and unsent > 0
 
 
 class Site:
@@ -243,7 +263,10 @@ class Worker:
                     conn = conns.get(fd)
                     if conn is not None:
                         try:
-                            self._on_readable(conn)
+                            if conn.phase == _FLUSH:
+                                self._on_writable(conn)
+                            else:
+                                self._on_readable(conn)
                         except Exception:
                             self._internal_error(conn)
                     elif fd in sites:
@@ -270,10 +293,16 @@ class Worker:
         """Heartbeat for the master; harakiri: a request past the limit gets its stack
         logged and the worker killed (the master replaces it)."""
         harakiri = self.config.harakiri
+        parent = os.getppid()
         while True:
             time.sleep(0.25)
             if self.slot is not None:
                 self.slot.heartbeat()
+                if os.getppid() != parent and self.alive:
+                    # The master is gone (killed -9): nobody would reap, replace or stop
+                    # us, and a new master could not bind. Finish what is in flight, exit.
+                    error_log.error("worker %d: the master died; stopping", os.getpid())
+                    self.stop(graceful=True)
             if not harakiri:
                 continue
             now = time.monotonic()
@@ -585,6 +614,8 @@ class Worker:
         parser = conn.parser
         # While stopping, a connection whose answer promised keep-alive stays open until its
         # idle deadline: a request that arrives on it is answered with "Connection: close".
+        if conn.phase == _FLUSH:
+            return False  # the loop continues this connection once its answer is out
         if conn.phase != _BUSY or conn.site.is_uwsgi or not parser.message_complete:
             if conn.phase != _LINGER:
                 self._close(conn)
@@ -639,8 +670,9 @@ class Worker:
             self._apply_forwarded(environ, conn.peer)
         if site.is_uwsgi:
             response = UwsgiResponse(conn, environ["REQUEST_METHOD"], config.socket_timeout)
+            response.defer = self.inline
         else:
-            response = HttpResponse(conn, head, config.socket_timeout, self.alive)
+            response = HttpResponse(conn, head, config.socket_timeout, self.alive, self.inline)
         ident = 0
         if self._track_busy:  # for harakiri's report: which request each thread runs
             ident = threading.get_ident()
@@ -680,8 +712,46 @@ class Worker:
             self.requests_served += 1
             if self.max_requests and self.requests_served >= self.max_requests:
                 self.retire(f"served {self.requests_served} requests (max-requests)")
-        if not response.keep_alive:
+        if conn.out and conn.fd >= 0:
+            self._await_flush(conn, response.keep_alive)
+        elif not response.keep_alive:
             self._close(conn)
+
+    def _await_flush(self, conn, keep_alive: bool) -> None:
+        """The answer is not all out yet: the loop sends the rest when the client reads,
+        serving others meanwhile; the connection continues (or closes) after that."""
+        conn.phase = _FLUSH
+        conn.flush_keep_alive = keep_alive
+        conn.deadline = time.monotonic() + self.config.socket_timeout
+        try:
+            self._poller.modify(conn.fd, select.EPOLLOUT)
+        except OSError:
+            self._close(conn)
+
+    def _on_writable(self, conn) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            error_log.debug("client %s went away: %s", conn.peer, exc)
+            self._close(conn)
+            return
+        del conn.out[:sent]
+        conn.deadline = time.monotonic() + self.config.socket_timeout
+        if conn.out:
+            return
+        if not conn.flush_keep_alive:
+            self._close(conn)
+            return
+        try:
+            self._poller.modify(conn.fd, self._conn_flags)
+        except OSError:
+            self._close(conn)
+            return
+        conn.phase = _BUSY
+        if self._after_request(conn):
+            self._advance(conn, in_thread=False)
 
     def _log_notable_request(self, environ: dict, status: str, duration: float) -> None:
         """uWSGI's log-4xx, log-5xx and log-slow: such requests reach the error log even
@@ -845,6 +915,11 @@ class Worker:
         for conn in list(self._conns.values()):
             phase = conn.phase
             if phase == _BUSY or now < conn.deadline:
+                continue
+            if phase == _FLUSH and _unsent_shrank(conn):
+                # The client reads, slowly: the kernel wakes us only when a third of its
+                # buffer is free, so progress is measured in its queue, not our sends.
+                conn.deadline = now + self.config.socket_timeout
                 continue
             if phase in (_HEAD, _BODY):
                 error_log.debug("request from %s timed out; closing", conn.peer)

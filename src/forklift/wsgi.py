@@ -455,6 +455,9 @@ def uwsgi_environ(base: dict, vars: dict, peer) -> dict:
     """
     environ = base.copy()
     environ.update(vars)
+    # nginx has de-chunked the body and sends CONTENT_LENGTH, but also passes the client's
+    # hop-by-hop Transfer-Encoding along; an app that sees it would wait for a chunked end.
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
     if "PATH_INFO" not in vars:
         path, query, _ = split_target(vars.get("REQUEST_URI", "/").encode("latin-1"))
         environ["PATH_INFO"] = decode_path(path)
