@@ -33,9 +33,14 @@ INT/QUIT fast stop, TTIN/TTOU one worker more/less, USR1 reopen log files.
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit code 2
-        self.exit(2, f"forklift: error: {message} (see forklift --help)\n")
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line and exit code 2 (never a usage wall)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+_Parser = OneLineParser
 
 
 def _positive_int(text: str) -> int:
@@ -48,7 +53,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
+    """argparse type: a non-negative number of seconds."""
     try:
         value = float(text)
     except ValueError:
@@ -190,12 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = p.add_argument_group("timeouts (seconds)")
-    g.add_argument("--head-timeout", type=_seconds, help="the request head must arrive in (10)")
+    g.add_argument("--head-timeout", type=seconds, help="the request head must arrive in (10)")
     g.add_argument(
-        "--keepalive-timeout", "--http-keepalive", type=_seconds, help="idle keep-alive (5)"
+        "--keepalive-timeout", "--http-keepalive", type=seconds, help="idle keep-alive (5)"
     )
-    g.add_argument("--socket-timeout", type=_seconds, help="each body read or response write (30)")
-    g.add_argument("--graceful-timeout", type=_seconds, help="TERM: time to finish requests (30)")
+    g.add_argument("--socket-timeout", type=seconds, help="each body read or response write (30)")
+    g.add_argument("--graceful-timeout", type=seconds, help="TERM: time to finish requests (30)")
 
     g = p.add_argument_group("process management")
     g.add_argument("--pidfile", metavar="FILE", help="write the master's pid here")
@@ -207,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         dest="harakiri",
         metavar="SECONDS",
-        type=_seconds,
+        type=seconds,
         help="kill and replace a worker whose request runs longer; its stack is logged",
     )
     g.add_argument(
@@ -333,7 +339,7 @@ def control_main(argv: list) -> int:
     p = _Parser(prog=f"forklift {argv[0]}", description=control_main.__doc__)
     p.add_argument("--pidfile", metavar="FILE", help="the master's pidfile")
     p.add_argument("--stats", metavar="ADDR", help="the master's --stats address (status)")
-    p.add_argument("--timeout", type=_seconds, default=None, help="seconds to wait")
+    p.add_argument("--timeout", type=seconds, default=None, help="seconds to wait")
     if argv[0] == "reload":
         p.add_argument("--health-check", metavar="PATH", help="new workers must answer 2xx")
         p.add_argument("--health-host", metavar="HOST", help="Host for the health check")

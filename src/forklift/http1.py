@@ -383,14 +383,8 @@ class RequestParser:
             if self._eof:
                 self._fail("connection closed inside a request body")
             return NEED_DATA
-        remaining = self._remaining
-        if len(buf) <= remaining:
-            data = bytes(buf)
-            buf.clear()
-        else:
-            data = bytes(buf[:remaining])
-            del buf[:remaining]
-        remaining -= len(data)
+        data = _take(buf, self._remaining)
+        remaining = self._remaining - len(data)
         self._remaining = remaining
         if not remaining:
             self._state = _END
@@ -429,14 +423,8 @@ class RequestParser:
             elif state == _CHUNK_DATA:
                 if not buf:
                     return self._need_body_data()
-                remaining = self._remaining
-                if len(buf) <= remaining:
-                    data = bytes(buf)
-                    buf.clear()
-                else:
-                    data = bytes(buf[:remaining])
-                    del buf[:remaining]
-                self._remaining = remaining - len(data)
+                data = _take(buf, self._remaining)
+                self._remaining -= len(data)
                 if not self._remaining:
                     self._state = _CHUNK_END
                 return Data(data)
@@ -490,6 +478,17 @@ class RequestParser:
         if self._eof:
             self._fail("connection closed inside a chunked body")
         return NEED_DATA
+
+
+def _take(buf: bytearray, limit: int) -> bytes:
+    """Remove and return up to `limit` bytes from the front of `buf`."""
+    if len(buf) <= limit:
+        data = bytes(buf)
+        buf.clear()
+    else:
+        data = bytes(buf[:limit])
+        del buf[:limit]
+    return data
 
 
 # --- Responses ------------------------------------------------------------------------------

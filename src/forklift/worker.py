@@ -521,10 +521,7 @@ class Worker:
                     and event.content_length > config.post_buffering
                 ):
                     # Stream it: the app's reads pull the body (and send the 100 first).
-                    self._dispatch(conn, in_thread, streaming=True)
-                    if in_thread or self.inline:
-                        if not self._after_request(conn):
-                            return
+                    if self._run_request(conn, in_thread, streaming=True):
                         continue
                     return
                 conn.phase = _BODY
@@ -533,17 +530,11 @@ class Worker:
                 conn.body.append(event.data)
                 conn.body_size += len(event.data)
                 if conn.body_size > config.post_buffering:
-                    self._dispatch(conn, in_thread, streaming=True)
-                    if in_thread or self.inline:
-                        if not self._after_request(conn):
-                            return
+                    if self._run_request(conn, in_thread, streaming=True):
                         continue
                     return
             elif kind is EndOfMessage:
-                self._dispatch(conn, in_thread, streaming=False)
-                if in_thread or self.inline:
-                    if not self._after_request(conn):
-                        return
+                if self._run_request(conn, in_thread, streaming=False):
                     continue
                 return
             elif kind is ConnectionClosed:
@@ -552,6 +543,13 @@ class Worker:
             else:  # PAUSED cannot happen here: _after_request restarts the parser
                 self._close(conn)
                 return
+
+    def _run_request(self, conn, in_thread: bool, streaming: bool) -> bool:
+        """Run (or queue) the request; True when the caller goes on with the next one."""
+        self._dispatch(conn, in_thread, streaming)
+        if in_thread or self.inline:
+            return self._after_request(conn)
+        return False  # queued: the pool thread continues this connection
 
     def _dispatch(self, conn, in_thread: bool, streaming: bool) -> None:
         conn.phase = _BUSY

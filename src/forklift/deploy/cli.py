@@ -12,6 +12,7 @@ import re
 import shlex
 import sys
 
+from ..cli import OneLineParser, seconds
 from .pipeline import Pipeline
 from .push import init_push
 from .releases import AppDir
@@ -21,19 +22,8 @@ from .systemd import unit_text
 COMMANDS = ("deploy", "releases", "rollback", "systemd-unit")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit code 2
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
-    return value
+_Parser = OneLineParser
+_seconds = seconds
 
 
 def _count(text: str) -> int:
