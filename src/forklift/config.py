@@ -179,6 +179,7 @@ class Config:
     log_4xx: bool = False  # with disable-logging, still log client errors (uWSGI's log-4xx)
     log_5xx: bool = False
     log_slow: int = 0  # ms; requests slower than this are logged to the error log
+    log_maxsize: int = 0  # bytes; a log file past this is rotated by the master (0 = never)
 
     def validate(self) -> Config:
         """Check cross-field rules; raise ConfigError naming the option."""

@@ -198,6 +198,15 @@ def _plugins(b: _Builder, e) -> None:
     b.noop.append(e)
 
 
+def _log_date(b: _Builder, e) -> None:
+    """Every forklift log line starts with its date already; a strftime format given
+    here is not followed (the warning says so), a bare `log-date` needs nothing."""
+    if e.value.strip() and e.value.strip().lower() not in _TRUE:
+        b.warnings.append(
+            f"{e.file}:{e.line}: log-date format {e.value!r} ignored: lines carry ISO dates"
+        )
+
+
 def _daemonize(b: _Builder, e) -> None:
     b.config.daemonize = e.value
 
@@ -265,6 +274,8 @@ _APPLY = {
     "log-4xx": _set("log_4xx", "bool"),
     "log-5xx": _set("log_5xx", "bool"),
     "log-slow": _set("log_slow", "int"),
+    "log-date": _log_date,
+    "log-maxsize": _set("log_maxsize", "int"),
     "vacuum": _set("vacuum", "bool"),
     "stats": _set("stats"),
     "stats-server": _set("stats"),
@@ -307,9 +318,7 @@ ACCEPTED_NOOP = frozenset(
         "disable-write-exception",
         "harakiri-verbose",
         "log-reopen",
-        "log-date",
         "logdate",
-        "log-maxsize",
         "log-master",
         "log-x-forwarded-for",
         "logger",
@@ -499,7 +508,7 @@ def read_with_warnings(
     for entry in builder.sockets:
         builder.config.listeners.append(builder.address(entry, builder.protocol))
 
-    warnings = []
+    warnings = list(builder.warnings)
     if builder.noop:
         names = sorted({e.key for e in builder.noop})
         warnings.append(

@@ -109,6 +109,7 @@ class Master:
         self._clients = {}  # control connections being read: sock -> [bytes, deadline]
         self._gen_configs = {}  # generation -> its Config with paths resolved at its start
         self._control_opened = False
+        self._next_log_check = 0.0
         self.daemons = {}  # pid -> [command, Popen]: attach-daemon side processes
         self.daemon_restart_at = {}  # command -> when to start it again after it died
         self.touch_mtimes = {path: _mtime(path) for path in config.touch_reload}
@@ -165,6 +166,7 @@ class Master:
                 self._maintain()
                 self._check_touch_reload()
                 self._check_daemons()
+                self._check_log_size()
                 if self.stopping and not self.workers:
                     self._stop_daemons()
                     return self.exit_code
@@ -481,7 +483,28 @@ class Master:
             return 1
         return 0
 
-    # -- touch-reload and attach-daemon -----------------------------------------------------
+    # -- log-maxsize, touch-reload and attach-daemon ----------------------------------------
+    def _check_log_size(self) -> None:
+        """uWSGI's log-maxsize: a log file past the size is renamed `FILE.<unix time>` and
+        every process reopens it (as after logrotate), at most once a second."""
+        limit = self.config.log_maxsize
+        now = time.monotonic()
+        if not limit or now < self._next_log_check:
+            return
+        self._next_log_check = now + 1.0
+        rotated = False
+        for path in {self.config.error_log, self.config.access_log} - {None, "-"}:
+            try:
+                if os.stat(path).st_size > limit:
+                    os.rename(path, f"{path}.{int(time.time())}")
+                    rotated = True
+            except OSError:
+                continue
+        if rotated:
+            setup_error_log(self.config.error_log, self.config.log_level)
+            self._signal_all(signal.SIGUSR1)
+            error_log.info("log-maxsize: log files rotated")
+
     def _check_touch_reload(self) -> None:
         for path, seen in self.touch_mtimes.items():
             now = _mtime(path)

@@ -49,6 +49,12 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--repo", metavar="GIT_URL_OR_PATH", help="where to fetch (remembered)")
         p.add_argument("--ref", help="branch, tag or commit (default: the remote's default branch)")
         p.add_argument("--module", metavar="MODULE[:CALLABLE]", help="the WSGI app (remembered)")
+        p.add_argument(
+            "--ini",
+            metavar="FILE[:SECTION]",
+            help="the server's uwsgi.ini: the app (module/wsgi-file/callable) and pidfile "
+            "are read from it unless given (remembered)",
+        )
         p.add_argument("--wsgi-file", metavar="FILE", help="the app's file, in the release")
         p.add_argument("--callable", metavar="NAME", help="the app's name in it")
         p.add_argument(
@@ -120,6 +126,7 @@ _REMEMBERED = {
     "repo": "repo",
     "pidfile": "pidfile",
     "module": "module",
+    "ini": "ini",
     "wsgi_file": "wsgi_file",
     "callable": "callable",
     "health": "health",
@@ -153,7 +160,29 @@ def _merge(app: AppDir, args) -> dict:
         settings[key] = value
     if getattr(args, "pip_args", None) is not None:
         settings["pip_args"] = shlex.split(args.pip_args)
+    if settings.get("ini"):
+        _settings_from_ini(settings)
     return settings
+
+
+def _settings_from_ini(settings: dict) -> None:
+    """The app and pidfile as the server's own ini file names them (what it will serve)."""
+    from ..ini_config import config_from_ini
+
+    spec = settings["ini"]
+    if not spec.partition(":")[0].startswith("/"):
+        spec = os.path.abspath(spec)
+        settings["ini"] = spec
+    config = config_from_ini(spec)
+    if not settings.get("module") and not settings.get("wsgi_file"):
+        if config.wsgi_file:
+            settings["wsgi_file"] = config.wsgi_file
+        elif config.app:
+            settings["module"] = config.app
+        if config.callable and not settings.get("callable"):
+            settings["callable"] = config.callable
+    if config.pidfile and not settings.get("pidfile"):
+        settings["pidfile"] = os.path.abspath(config.pidfile)
 
 
 def main(argv: list) -> int:
