@@ -162,6 +162,7 @@ class Worker:
         self._paused = False  # listeners unregistered because every thread has work
         self._resume_wanted = False
         self._accept_again_at = 0.0  # after EMFILE: when to try accepting again
+        self._drop_idle = False  # stopping with no successor: idle keep-alive clients too
         self._allowed_cache = {}
         self._warned_uwsgi_vars = set()
         self._queue = None
@@ -302,6 +303,7 @@ class Worker:
                     # The master is gone (killed -9): nobody would reap, replace or stop
                     # us, and a new master could not bind. Finish what is in flight, exit.
                     error_log.error("worker %d: the master died; stopping", os.getpid())
+                    self._drop_idle = True  # no successor to hand clients to: close them
                     self.stop(graceful=True)
             if not harakiri:
                 continue
@@ -359,9 +361,10 @@ class Worker:
         # Idle keep-alive connections are not cut: a client may be sending on one right now.
         # A request that arrives is answered with "Connection: close"; the others end at
         # their keep-alive deadline, as they would have anyway.
-        if self.graceful_deadline is not None and time.monotonic() >= self.graceful_deadline:
+        fast = self.graceful_deadline is not None and time.monotonic() >= self.graceful_deadline
+        if fast or self._drop_idle:
             for conn in list(self._conns.values()):
-                if conn.phase != _BUSY:
+                if conn.phase == _IDLE or (fast and conn.phase != _BUSY):
                     self._close(conn)
 
     def _finished_draining(self) -> bool:
