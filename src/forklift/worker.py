@@ -386,6 +386,8 @@ class Worker:
         now = time.monotonic()
         deadline = now + self.config.head_timeout
         for _ in range(64):  # bounded, so one busy listener cannot starve the others
+            if not self.alive or self._paused:
+                return  # retired or full during this batch: leave the rest to others
             try:
                 fd, addr = raw_accept()
                 sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)

@@ -18,6 +18,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,6 +62,24 @@ ON CONFLICT (device_id) DO UPDATE SET
 """
 
 
+def _ensure_wal(conn: sqlite3.Connection) -> None:
+    """WAL is a property of the database file: set it once, not on every connection.
+
+    Switching the journal mode needs the database to itself, so when several worker
+    processes open a new file at once all but one wait; asking first avoids that wait for
+    every later connection, and a few retries cover the first moments."""
+    for attempt in range(5):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 class _Connection(sqlite3.Connection):
     """A plain connection that can be weakly referenced, so `close()` can find them all."""
 
@@ -98,7 +117,7 @@ class SQLiteStore:
                 check_same_thread=False,  # only so that close() may close it from elsewhere
                 factory=_Connection,
             )
-            conn.execute("PRAGMA journal_mode = WAL")
+            _ensure_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             self._local.conn = conn
             with self._all_lock:

@@ -14,7 +14,7 @@ every device back through nginx and checks, from what the client saw:
 - over: a stored level above any level sent.
 
 Plus, per scenario: steady and graceful reload fail nothing, a killed host costs at most one
-failed request, no request is slower than 1.5 s while a host's link is down, and a PostgreSQL
+failed request, no request made while a host's link is down is slower than 1.5 s, and a PostgreSQL
 restart fails requests only during the restart (quick 503 + Retry-After) and recovers by itself.
 
 The matrix is printed after each scenario and at the end (`pytest -s`), and is part of every
@@ -237,10 +237,18 @@ def test_link_down(cluster: Cluster) -> None:
     up = s.mark("up")
     s.finish()
     s.check_common()
-    during = [r for r in s.records if r[T0] < up and r[T1] > down]
+    # Requests made while the link is down must fail over fast. A request already on the
+    # wire to b when the cable is cut (sent before `down`) has its answer lost with the
+    # link: only TCP's retransmission after the link returns (or the read timeout, which must
+    # exceed forklift's request limit) can end it. Those are reported, and must not fail.
+    during = [r for r in s.records if down <= r[T0] < up]
+    in_flight = [r for r in s.records if r[T0] < down < r[T1]]
     slow = [r for r in during if r[T1] - r[T0] > SLOW]
     worst = max((r[T1] - r[T0] for r in during), default=0.0)
     s.notes.append(f"slowest while cut {worst * 1000:.0f} ms, {len(slow)} over {SLOW} s")
+    if in_flight:
+        longest = max(r[T1] - r[T0] for r in in_flight)
+        s.notes.append(f"{len(in_flight)} in flight at the cut, longest {longest * 1000:.0f} ms")
     if slow:
         s.problems.append(
             f"{len(slow)} of {len(during)} requests made while b's link was down took longer "
