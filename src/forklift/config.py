@@ -9,9 +9,13 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+
+# RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
+_hostname = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
 PROTOCOL_HTTP = "http"
 PROTOCOL_UWSGI = "uwsgi"
@@ -61,13 +65,13 @@ def parse_address(text: str, protocol: str, key: str = "--http") -> ListenAddres
     if host == "*":
         host = ""
     port = port.strip()
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{key}: bad port in {text!r}")
     if host and host != "localhost":
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            if not all(part.isalnum() or "-" in part for part in host.split(".")):
+            if not _hostname.fullmatch(host):
                 raise ConfigError(f"{key}: bad host in {text!r}") from None
     return ListenAddress(protocol, host=host, port=int(port))
 
@@ -96,7 +100,7 @@ def parse_size(text: str, key: str) -> int:
     if t and t[-1] in "kmg":
         mult = {"k": 1024, "m": 1024**2, "g": 1024**3}[t[-1]]
         t = t[:-1]
-    if not t.isdigit():
+    if not (t.isascii() and t.isdigit()):
         raise ConfigError(f"{key}: expected a size in bytes (e.g. 65536, 64k, 10m), got {text!r}")
     return int(t) * mult
 
@@ -197,8 +201,10 @@ class Config:
         if not 1 <= self.buffer_size <= 65535:
             raise ConfigError("--buffer-size: must be between 1 and 65535 (uwsgi's 16-bit size)")
         if self.script_name:
-            sn = self.script_name.rstrip("/")
-            if not sn.startswith("/"):
+            if not self.script_name.startswith("/"):
+                raise ConfigError(f"--mount: prefix must start with '/', got {self.script_name!r}")
+            sn = self.script_name.rstrip("/")  # "/" itself means the root: no prefix
+            if sn and not sn.startswith("/"):
                 raise ConfigError(f"--mount: prefix must start with '/', got {self.script_name!r}")
             self.script_name = sn
         if not self.listeners:

@@ -539,7 +539,7 @@ def frame_response(
     for name, value in headers:
         lname = name.lower()
         if lname == "content-length":
-            content_length = int(value) if value.isdigit() else None
+            content_length = int(value) if (value.isascii() and value.isdigit()) else None
             if content_length is None:
                 raise ValueError(f"Content-Length from the app is not a number: {value!r}")
             continue  # written once, below, where the framing decides it

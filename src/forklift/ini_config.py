@@ -39,7 +39,7 @@ def _bool(entry) -> bool:
         return True
     if value in _FALSE:
         return False
-    return atoi(value) != 0 if value[:1].isdigit() or value[:1] in "+-" else True
+    return atoi(value) != 0 if value[:1].isdecimal() or value[:1] in "+-" else True
 
 
 class _Builder:
@@ -78,7 +78,7 @@ def _set(attr, convert="str"):
         elif convert == "size":
             try:
                 value = parse_size(
-                    str(atoi(e.value)) if e.value.strip()[:1].isdigit() else e.value, e.key
+                    str(atoi(e.value)) if e.value.strip()[:1].isdecimal() else e.value, e.key
                 )
             except ConfigError as exc:
                 b.fail(e, str(exc))

@@ -232,7 +232,7 @@ class Master:
         for raw in lines:
             kind, _, rest = raw.decode("utf-8", "replace").partition(" ")
             pid_text, _, message = rest.partition(" ")
-            if not pid_text.isdigit():
+            if not pid_text.isdecimal():
                 continue
             if kind == "bootfail":  # kept by pid: the worker may already be reaped
                 self.boot_errors[int(pid_text)] = message

@@ -128,6 +128,8 @@ def render(
     w("    # Larger bodies get 413 here, before they reach a worker.")
     w(f"    client_max_body_size {client_max_body_size};")
     for url, directory in statics:
+        if not url.strip("/"):
+            raise ConfigError("--static: a static map at / would hide the app; use a prefix")
         url = "/" + url.strip("/") + "/"
         directory = directory.rstrip("/") + "/"
         w("")

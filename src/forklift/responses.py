@@ -270,7 +270,7 @@ class UwsgiResponse(HttpResponse):
         for name, value in headers:
             lname = name.lower()
             if lname == "content-length":
-                length = int(value) if value.isdigit() else None
+                length = int(value) if (value.isascii() and value.isdigit()) else None
                 continue  # re-added below, once
             if lname in ("connection", "transfer-encoding", "keep-alive"):
                 continue

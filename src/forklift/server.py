@@ -95,9 +95,9 @@ def _ids(uid: str | None, gid: str | None) -> tuple:
     uid_n = gid_n = None
     try:
         if gid:
-            gid_n = int(gid) if gid.isdigit() else grp.getgrnam(gid).gr_gid
+            gid_n = int(gid) if gid.isdecimal() else grp.getgrnam(gid).gr_gid
         if uid:
-            uid_n = int(uid) if uid.isdigit() else pwd.getpwnam(uid).pw_uid
+            uid_n = int(uid) if uid.isdecimal() else pwd.getpwnam(uid).pw_uid
     except KeyError as exc:
         raise ConfigError(f"uid/gid: no such user or group: {exc}") from None
     return uid_n, gid_n

@@ -152,6 +152,11 @@ def _if_range_ok(environ, etag: str, mtime: int) -> bool:
         return False
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_range(header: str, size: int):
     """(start, end) of a single `bytes=` range, "unsatisfiable", or None to send it all.
 
@@ -165,13 +170,13 @@ def parse_range(header: str, size: int):
         return None
     first, last = first.strip(), last.strip()
     if not first:
-        if not last.isdigit():
+        if not _digits(last):
             return None
         suffix = int(last)
         if suffix == 0 or size == 0:
             return "unsatisfiable"
         return max(0, size - suffix), size - 1
-    if not first.isdigit() or (last and not last.isdigit()):
+    if not _digits(first) or (last and not _digits(last)):
         return None
     start = int(first)
     if start >= size:

@@ -79,8 +79,14 @@ def split_target(target: bytes) -> tuple:
             return b"*", b"", None
         scheme, sep, rest = target.partition(b"://")
         if sep and scheme.lower() in (b"http", b"https"):
-            authority, slash, path = rest.partition(b"/")
-            target = b"/" + path if slash else b"/"
+            # The authority ends at the first "/", "?" or "#" (RFC 3986 §3.2).
+            end = len(rest)
+            for delimiter in (b"/", b"?", b"#"):
+                i = rest.find(delimiter)
+                if 0 <= i < end:
+                    end = i
+            authority, rest = rest[:end], rest[end:]
+            target = rest if rest[:1] == b"/" else b"/" + rest
             if b"@" in authority:  # userinfo is not part of the host (RFC 9110 §4.2.4)
                 authority = authority.rpartition(b"@")[2]
     path, _, query = target.partition(b"?")
@@ -424,7 +430,7 @@ def _try_sendfile(result: FileWrapper, response: _Response, sink) -> bool:
         return False
     fd, offset, count = span
     for name, value in response.headers:
-        if name.lower() == "content-length" and value.isdigit():
+        if name.lower() == "content-length" and (value.isascii() and value.isdigit()):
             count = min(count, int(value))
     sink.send_head(response.status, response.headers, count)
     sink.sendfile(fd, offset, count)
