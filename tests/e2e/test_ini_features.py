@@ -201,7 +201,7 @@ def test_static_map_ranges_and_conditional_gets(static_site):
 
 
 def test_static_map_open_range_past_the_end_is_416(static_site):
-    """BUG (reported): an open range starting at or past the end (what `curl -C -` sends to
+    """Regression (fixed): an open range starting at or past the end (what `curl -C -` sends to
     resume a download that is already complete) gets 200 and the whole file, not 416 as
     `bytes=200000-300000` does: static.parse_range tests `end < start` before
     `start >= size`, and for an open range `end` is size - 1."""
@@ -353,7 +353,7 @@ def _children(pid: int) -> list:
 
 
 def test_workers_do_not_outlive_a_killed_master(workdir):
-    """BUG (reported): when the master is SIGKILLed (the OOM killer, `kill -9` of the pid in
+    """Regression (fixed): when the master is SIGKILLed (the OOM killer, `kill -9` of the pid in
     the pidfile), its workers keep running as orphans, holding the listening socket and
     serving the old code, so a new master cannot bind the port. uWSGI's and gunicorn's
     workers exit when their master goes away."""
@@ -469,7 +469,7 @@ def test_strict_with_a_typo_stops_with_one_line(workdir):
 
 def test_strict_option_on_the_command_line(workdir):
     write_ini(workdir, BASE_INI + "maximum-requests = 1000\n")
-    # BUG (reported): --strict does not make unknown ini keys errors; only `strict = true`
+    # Regression (fixed): --strict does not make unknown ini keys errors; only `strict = true`
     # in the file does (read_with_warnings looks at the entries, not at the option).
     code, stderr = run_to_exit(workdir, "--ini", "uwsgi.ini", "--strict")
     assert code == 2, stderr
@@ -610,7 +610,7 @@ def test_uid_gid_drop_as_root(dropped):
 
 
 def test_control_socket_after_uid_drop(dropped):
-    """BUG (reported): the control socket PIDFILE.sock is bound after the drop, so in a
+    """Regression (fixed): the control socket PIDFILE.sock is bound after the drop, so in a
     directory only root may write (/run; here the 0755 temp dir) it is never created and
     `forklift status|reload --pidfile` cannot reach the master."""
     server, workdir = dropped

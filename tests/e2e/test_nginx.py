@@ -296,7 +296,7 @@ def test_chunked_upload_is_reframed_by_nginx(front):
     got = _post(front, "/upload", iter(chunks), {"Content-Type": "application/octet-stream"})
     assert got["size"] == len(whole)
     assert got["sha256"] == hashlib.sha256(whole).hexdigest()
-    # nginx buffered the chunked body and sends its length. BUG (reported) in uwsgi mode:
+    # nginx buffered the chunked body and sends its length. Regression (fixed) in uwsgi mode:
     # nginx also passes the client's Transfer-Encoding as HTTP_TRANSFER_ENCODING, and forklift
     # hands it to the app with CONTENT_LENGTH and no wsgi.input_terminated; in HTTP mode the
     # app sees Content-Length only. Werkzeug then reads the body as empty (next test).
@@ -574,7 +574,7 @@ def test_nginx_config_as_generated_passes_t_and_serves(as_generated):
 
 
 def test_nginx_config_static_files_get_their_types(as_generated):
-    """BUG (reported): the --full config has `default_type application/octet-stream` and no
+    """Regression (fixed): the --full config has `default_type application/octet-stream` and no
     MIME types (no `include mime.types`, no `types {}`), so every --static file is served as
     application/octet-stream; a browser refuses such a stylesheet or script under
     `X-Content-Type-Options: nosniff`, and shows .html/.txt as downloads."""

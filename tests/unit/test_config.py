@@ -1,7 +1,7 @@
 """forklift.config: listen addresses, sizes and networks from strings, and `Config.validate`.
 
 Every bad value must become a ConfigError whose one line names the option, never a traceback.
-Tests of behaviour `config.py` gets wrong today are grouped at the end, under "Known bugs".
+Regression tests for bugs found in `config.py` (since fixed) are grouped at the end.
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def test_configs_do_not_share_their_lists():
 
 
 # =============================================================================================
-# Known bugs: each test below fails against the current config.py (see the report)
+# Regressions: bugs once found in config.py, fixed; each test below failed before its fix
 # =============================================================================================
 
 

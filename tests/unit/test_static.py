@@ -4,7 +4,7 @@
 tmp_path. Anything that does not name a regular file inside the mapped directory must reach
 the app, and nothing outside the directory may ever be read.
 
-Tests of behaviour `static.py` gets wrong today are grouped at the end, under "Known bugs".
+Regression tests for bugs found in `static.py` (since fixed) are grouped at the end.
 """
 
 from __future__ import annotations
@@ -437,7 +437,7 @@ def test_script_name_is_part_of_the_matched_url(site):
 
 
 # =============================================================================================
-# Known bugs: each test below fails against the current static.py (see the report)
+# Regressions: bugs once found in static.py, fixed; each test below failed before its fix
 # =============================================================================================
 
 

@@ -4,7 +4,7 @@ Environs are built the way the worker builds them: request bytes are fed to the 
 `http1.RequestParser`, and its `RequestHead` goes through `split_target`, `decode_path` and
 `http_environ`. Responses go to a recording sink instead of a socket.
 
-Tests of behaviour `wsgi.py` gets wrong today are grouped at the end, under "Known bugs".
+Regression tests for bugs found in `wsgi.py` (since fixed) are grouped at the end.
 """
 
 from __future__ import annotations
@@ -1070,7 +1070,7 @@ def test_check_app_never_calling_start_response():
 
 
 # =============================================================================================
-# Known bugs: each test below fails against the current wsgi.py (see the report)
+# Regressions: bugs once found in wsgi.py, fixed; each test below failed before its fix
 # =============================================================================================
 
 
