@@ -69,10 +69,10 @@ class _Builder:
             self.fail(entry, str(exc))
 
 
-def _set(attr, convert="str"):
+def _set(attr, convert="str", minimum: int = 0):
     def apply(b: _Builder, e) -> None:
         if convert == "int":
-            value = b.int(e)
+            value = b.int(e, minimum)
         elif convert == "bool":
             value = _bool(e)
         elif convert == "size":
@@ -243,16 +243,16 @@ _APPLY = {
     "http": _http,
     "protocol": _protocol,
     "socket-protocol": _protocol,
-    "listen": _set("backlog", "int"),
+    "listen": _set("backlog", "int", 1),
     "chmod-socket": _mode,
     "chown-socket": _set("chown_socket"),
     "uid": _set("uid"),
     "gid": _set("gid"),
     "umask": _umask,
-    "processes": _set("processes", "int"),
-    "workers": _set("processes", "int"),
-    "threads": _set("threads", "int"),
-    "buffer-size": _set("buffer_size", "int"),
+    "processes": _set("processes", "int", 1),
+    "workers": _set("processes", "int", 1),
+    "threads": _set("threads", "int", 1),
+    "buffer-size": _set("buffer_size", "int", 1),
     "post-buffering": _set("post_buffering", "int"),
     "limit-post": _limit_post,
     "socket-timeout": _set("socket_timeout", "float"),

@@ -243,7 +243,7 @@ def test_numeric_value_with_a_trailing_comment_is_read_as_uwsgi_does(ini, line, 
 
 
 def test_negative_number_is_refused_where_a_count_is_expected(ini):
-    with pytest.raises(ConfigError, match=r":2: processes: must be at least 0"):
+    with pytest.raises(ConfigError, match=r":2: processes: must be at least 1"):
         load(ini, "processes = -1")
 
 
@@ -380,3 +380,18 @@ def test_strict_does_not_touch_noop_keys_or_user_variables(ini):
 
 def test_strict_false_in_the_file_keeps_warnings(ini):
     assert load(ini, "strict = false", "guid = x").ini_warnings[0].endswith("; ignored")
+
+
+def test_zero_workers_or_threads_names_the_ini_line(tmp_path):
+    from forklift.errors import ConfigError
+    from forklift.ini_config import config_from_ini
+
+    for key in ("threads", "processes", "workers"):
+        ini = tmp_path / f"{key}.ini"
+        ini.write_text(f"[uwsgi]\nmodule = app\n{key} = 0\n")
+        try:
+            config_from_ini(str(ini))
+        except ConfigError as exc:
+            assert str(exc).startswith(f"{ini}:3: {key}:"), exc
+        else:
+            raise AssertionError(f"{key} = 0 was accepted")
