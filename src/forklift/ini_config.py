@@ -198,6 +198,28 @@ def _plugins(b: _Builder, e) -> None:
     b.noop.append(e)
 
 
+def _logger(b: _Builder, e, requests: bool) -> None:
+    """uWSGI's `logger = [name] file:PATH` (or `file:logfile=PATH,...`): the log goes to a
+    file. Other logger plugins (syslog, socket, zeromq, ...) are not available: warned."""
+    value = e.value.strip()
+    spec = value.split(None, 1)[-1] if " " in value else value  # "name file:..." form
+    plugin, _, arg = spec.partition(":")
+    if plugin != "file" or not arg:
+        b.warnings.append(
+            f"{e.file}:{e.line}: {e.key} {value!r}: only file:PATH is supported; "
+            "logging to stderr/stdout instead"
+        )
+        return
+    if arg.startswith("logfile="):
+        arg = arg[len("logfile=") :].split(",")[0]
+    if requests:
+        b.config.access_log = arg
+    else:
+        b.config.error_log = arg
+        if b.config.access_log == "-":
+            b.config.access_log = arg  # uWSGI's logger carries request lines too
+
+
 def _log_date(b: _Builder, e) -> None:
     """Every forklift log line starts with its date already; a strftime format given
     here is not followed (the warning says so), a bare `log-date` needs nothing."""
@@ -275,6 +297,8 @@ _APPLY = {
     "log-5xx": _set("log_5xx", "bool"),
     "log-slow": _set("log_slow", "int"),
     "log-date": _log_date,
+    "logger": lambda b, e: _logger(b, e, requests=False),
+    "req-logger": lambda b, e: _logger(b, e, requests=True),
     "log-maxsize": _set("log_maxsize", "int"),
     "vacuum": _set("vacuum", "bool"),
     "stats": _set("stats"),
@@ -321,8 +345,6 @@ ACCEPTED_NOOP = frozenset(
         "logdate",
         "log-master",
         "log-x-forwarded-for",
-        "logger",
-        "req-logger",
         "hook-master-start",
         "no-orphans",
         "optimize",

@@ -395,3 +395,20 @@ def test_zero_workers_or_threads_names_the_ini_line(tmp_path):
             assert str(exc).startswith(f"{ini}:3: {key}:"), exc
         else:
             raise AssertionError(f"{key} = 0 was accepted")
+
+
+def test_logger_file_sends_logs_to_the_file(tmp_path):
+    from forklift.ini_config import config_from_ini, read_with_warnings
+
+    ini = tmp_path / "log.ini"
+    ini.write_text(
+        "[uwsgi]\nmodule = app\nlogger = file:/var/log/app/error.log\n"
+        "req-logger = file:logfile=/var/log/app/access.log,maxsize=100\n"
+    )
+    config = config_from_ini(str(ini))
+    assert config.error_log == "/var/log/app/error.log"
+    assert config.access_log == "/var/log/app/access.log"
+    ini.write_text("[uwsgi]\nmodule = app\nlogger = syslog:myapp\n")
+    config, warnings = read_with_warnings(str(ini))
+    assert config.error_log is None
+    assert any("only file:PATH" in w for w in warnings)
