@@ -237,7 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("logging")
     g.add_argument("--disable-logging", action="store_true", help="no access log")
     g.add_argument("--access-log", metavar="FILE", help="access log file (default: stdout)")
-    g.add_argument("--logto", "--error-log", dest="logto", metavar="FILE", help="error log file")
+    g.add_argument(
+        "--logto",
+        "--error-log",
+        dest="logto",
+        metavar="FILE",
+        help="error log file; stderr of every process goes there too",
+    )
     g.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="error log level"
     )

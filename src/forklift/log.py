@@ -20,10 +20,19 @@ _handler: logging.Handler | None = None
 
 
 def setup_error_log(path: str | None, level: str = "info") -> None:
-    """Send the error log to `path` (append) or stderr; calling it again reopens the file."""
+    """Send the error log to `path` (append) or stderr; calling it again reopens the file.
+
+    With a path, file descriptor 2 itself is pointed at the file (as uWSGI's logto does):
+    what the app or a library writes to stderr, `wsgi.errors` and tracebacks of crashes
+    land in the same log, and a reopen after logrotate moves all of it at once."""
     global _handler
     new: logging.Handler
-    new = logging.FileHandler(path, encoding="utf-8") if path else logging.StreamHandler(sys.stderr)
+    if path:
+        sys.stderr.flush()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
+    new = logging.StreamHandler(sys.stderr)
     new.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S %z"))
     if _handler is not None:
         error_log.removeHandler(_handler)
