@@ -188,7 +188,6 @@ class UwsgiParser:
         # Hot path (once per request behind nginx): the block is decoded once and sliced,
         # sizes are read byte by byte, and the per-name checks are batched into one regex.
         env: dict = {}
-        names: list = []
         size = len(block)
         text = block.decode("latin-1")  # 1:1, so byte offsets are str offsets
         pos = 0
@@ -207,13 +206,12 @@ class UwsgiParser:
             name = text[pos + 2 : name_end]
             value = text[name_end + 2 : value_end]
             pos = value_end
-            names.append(name)
             if name in env:
                 self._merge_duplicate(env, name, value)
             else:
                 env[name] = value
-        if names and not _var_names.fullmatch("\n".join(names)):
-            bad = next(n for n in names if not _var_name.fullmatch(n))
+        if env and not _var_names.fullmatch("\n".join(env)):
+            bad = next(n for n in env if not _var_name.fullmatch(n))
             self._fail(f"var name {bad!r} is not visible ASCII")
         dropped: list = []
         if DROPPED_PREFIX in text:
