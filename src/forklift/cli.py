@@ -196,12 +196,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = p.add_argument_group("timeouts (seconds)")
-    g.add_argument("--head-timeout", type=seconds, help="the request head must arrive in (10)")
     g.add_argument(
-        "--keepalive-timeout", "--http-keepalive", type=seconds, help="idle keep-alive (5)"
+        "--head-timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="the request head must arrive in (10)",
     )
-    g.add_argument("--socket-timeout", type=seconds, help="each body read or response write (30)")
-    g.add_argument("--graceful-timeout", type=seconds, help="TERM: time to finish requests (30)")
+    g.add_argument(
+        "--keepalive-timeout",
+        "--http-keepalive",
+        metavar="SECONDS",
+        type=seconds,
+        help="idle keep-alive (5)",
+    )
+    g.add_argument(
+        "--socket-timeout",
+        metavar="SECONDS",
+        type=seconds,
+        help="each body read or response write (30)",
+    )
+    g.add_argument(
+        "--graceful-timeout",
+        metavar="SECONDS",
+        type=seconds,
+        help="TERM: time to finish requests (30)",
+    )
 
     g = p.add_argument_group("process management")
     g.add_argument("--pidfile", metavar="FILE", help="write the master's pid here")
