@@ -228,9 +228,11 @@ def test_link_down(cluster: Cluster) -> None:
     s = Scenario(cluster, "link-down", 18)
     s.start()
     s.at(3.0)
-    down = s.mark("down")
     try:
         cluster.topology.link("b", up=False)
+        # Marked once `ip link` has returned: a request sent before that may already be on
+        # the wire to b (in flight at the cut), one sent after it is "made while down".
+        down = s.mark("down")
         s.at(3.0 + LINK_DOWN_FOR)
     finally:
         cluster.topology.link("b", up=True)
