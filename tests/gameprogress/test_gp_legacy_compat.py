@@ -1,6 +1,6 @@
 """Legacy answers must equal what the seed's manager.py produces for the same data.
 
-The seed's app is written out below as the seed document shows it (only its Flask routes; the
+The seed's app is read from tests/e2e/seed_app/manager.py, as the seed document shows it (the
 `sql` module it imports was never shown, so a fake one stands in, returning what the seed's
 code expects: `search` → (found, levels, lastCommit), `update` → truthy on success). Both apps
 are asked the same questions and must answer the same bytes.
@@ -11,62 +11,17 @@ from __future__ import annotations
 import importlib.util
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
 from gameprogress.app import create_app
 
-# The seed's manager.py, verbatim apart from the `__main__` block (it would start a server).
-SEED_MANAGER = """
-from ast import And
-from flask import Flask, jsonify
-from requests import Response
-import sql
-import json
-
-
-app = Flask(__name__)
-
-@app.route("/")
-def hello():
-    return "Hello longpf"
-
-@app.route("/deviceId=<string:deviceId>")
-def search(deviceId):
-    succ,levels,lastCommit = sql.search(deviceId=deviceId)
-    res = ""
-    error = 0
-    if succ:
-        res += "查找到了deviceId为%s的用户" % deviceId
-    else:
-        res += "未查找到了deviceId为%s的用户" % deviceId
-        error = 1
-    if levels != None:
-        res += ", 最高到达%d关卡" % levels
-    if lastCommit != None:
-        res += ", 最后提交的时间为 %d" % lastCommit
-    t = {
-        'error':error,
-        'msg': res
-    }
-    return jsonify(t)
-
-@app.route("/update/<string:deviceId>/<int:levels>")
-def update(deviceId,levels):
-    res = sql.update(deviceId=deviceId,levels=levels)
-    t = {}
-    if res:
-        t = {
-            'error':0,
-            'msg': '设置成功'
-        }
-    else:
-        t = {
-            'error': 1,
-            'msg':'更新失败'
-        }
-    return jsonify(t)
-"""
+# The seed's manager.py, verbatim as the seed document shows it: one copy in the repository,
+# shared with the e2e test that serves it through nginx and forklift.
+SEED_MANAGER = (
+    Path(__file__).resolve().parents[1] / "e2e" / "seed_app" / "manager.py"
+).read_text(encoding="utf-8")
 
 NOW = 1_650_000_000  # spring 2022, when the seed ran
 
