@@ -412,17 +412,18 @@ class Master:
         number = self.worker_numbers
         sys.stdout.flush()
         sys.stderr.flush()
+        master_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                code = self._worker_main(generation, slot, number, config)
+                code = self._worker_main(generation, slot, number, config, master_pid)
             finally:
                 os._exit(code)
         self.scoreboard.claim(slot, pid, generation)
         self.workers[pid] = WorkerProcess(pid, generation, slot, number)
 
-    def _worker_main(self, generation: int, slot: int, number: int, config) -> int:
+    def _worker_main(self, generation: int, slot: int, number: int, config, master_pid) -> int:
         """Runs in the child after fork(): import the app, report, serve."""
         signal.set_wakeup_fd(-1)
         for sig in _SIGNALS:
@@ -469,6 +470,7 @@ class Master:
             access_log=access_log,
             slot=self.scoreboard.view(slot),
             notify=notify,
+            master_pid=master_pid,
         )
         if config.max_requests:
             worker.max_requests = config.max_requests + random.randint(

@@ -127,10 +127,13 @@ class Site:
 class Worker:
     """Serve the app on the given listeners until told to stop."""
 
-    def __init__(self, config, app, listeners, *, access_log=None, slot=None, notify=None):
+    def __init__(
+        self, config, app, listeners, *, access_log=None, slot=None, notify=None, master_pid=0
+    ):
         self.config = config
         self.slot = slot  # scoreboard.WorkerSlot, when a master watches this worker
         self.notify = notify  # callable(str) sending one line to the master
+        self.master_pid = master_pid  # the parent to outlive no longer than a moment
         self.app = app
         self.listeners = listeners
         self.access_log = access_log if access_log is not None else AccessLog(None)
@@ -294,17 +297,19 @@ class Worker:
         """Heartbeat for the master; harakiri: a request past the limit gets its stack
         logged and the worker killed (the master replaces it)."""
         harakiri = self.config.harakiri
-        parent = os.getppid()
+        parent = self.master_pid
         while True:
-            time.sleep(0.25)
             if self.slot is not None:
                 self.slot.heartbeat()
-                if os.getppid() != parent and self.alive:
+                # Compared with the pid the master gave before fork(): a master killed while
+                # this worker was still importing the app is noticed too.
+                if parent and os.getppid() != parent and self.alive:
                     # The master is gone (killed -9): nobody would reap, replace or stop
                     # us, and a new master could not bind. Finish what is in flight, exit.
                     error_log.error("worker %d: the master died; stopping", os.getpid())
                     self._drop_idle = True  # no successor to hand clients to: close them
                     self.stop(graceful=True)
+            time.sleep(0.25)
             if not harakiri:
                 continue
             now = time.monotonic()
