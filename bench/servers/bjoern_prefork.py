@@ -8,52 +8,21 @@ waits. SIGTERM or SIGINT to the parent is passed on to the children; the parent 
 they have.
 """
 
-import importlib
 import os
-import signal
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from prefork import load_app, run_forked  # noqa: E402
 
 
 def main() -> int:
     host, port, target, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-    sys.path.insert(0, os.getcwd())
-    module, _, attr = target.partition(":")
-    app = getattr(importlib.import_module(module), attr or "application")
+    app = load_app(target)
 
     import bjoern
 
     bjoern.listen(app, host, port)
-    children = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            try:
-                bjoern.run()
-            finally:
-                os._exit(0)
-        children.append(pid)
-
-    def forward(signum, frame):
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for pid in children:
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
-    return 0
+    return run_forked(bjoern.run, workers)
 
 
 if __name__ == "__main__":

@@ -8,19 +8,18 @@ The parent binds one listening socket, then forks WORKERS children that each run
 waitress writes no access log unless wrapped in TransLogger (it is not).
 """
 
-import importlib
 import os
-import signal
 import socket
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from prefork import load_app, run_forked  # noqa: E402
 
 
 def main() -> int:
     host, port, target = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     workers, threads = int(sys.argv[4]), int(sys.argv[5])
-    sys.path.insert(0, os.getcwd())
-    module, _, attr = target.partition(":")
-    app = getattr(importlib.import_module(module), attr or "application")
+    app = load_app(target)
 
     import waitress
 
@@ -28,37 +27,11 @@ def main() -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(1024)
-    children = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            try:
-                waitress.serve(app, sockets=[sock], threads=threads, backlog=1024, _quiet=True)
-            finally:
-                os._exit(0)
-        children.append(pid)
 
-    def forward(signum, frame):
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+    def serve():
+        waitress.serve(app, sockets=[sock], threads=threads, backlog=1024, _quiet=True)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for pid in children:
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
-    return 0
+    return run_forked(serve, workers)
 
 
 if __name__ == "__main__":
