@@ -62,6 +62,60 @@ MIGRATIONS: tuple[Migration, ...] = (
         sqlite=("CREATE INDEX devices_last_commit ON devices (last_commit)",),
         postgres=("CREATE INDEX devices_last_commit ON devices (last_commit)",),
     ),
+    Migration(
+        3,
+        "history: events, hourly activity counts, the level before the latest update",
+        sqlite=(
+            # What the latest update replaced, returned by the upsert itself: the event then
+            # knows its "before" without a read that a concurrent writer could overtake.
+            "ALTER TABLE devices ADD COLUMN previous_level INTEGER",
+            "ALTER TABLE devices ADD COLUMN previous_commit INTEGER",
+            # (last_commit, device_id): the device export pages by this key.
+            "DROP INDEX devices_last_commit",
+            "CREATE INDEX devices_last_commit ON devices (last_commit, device_id)",
+            # id is the rowid, so the index on `at` is an index on (at, id): the export's key.
+            """CREATE TABLE events (
+                id INTEGER PRIMARY KEY,
+                device_id TEXT NOT NULL,
+                level INTEGER NOT NULL,
+                level_before INTEGER,
+                level_after INTEGER NOT NULL,
+                at INTEGER NOT NULL
+            )""",
+            "CREATE INDEX events_at ON events (at)",
+            """CREATE TABLE activity (
+                hour INTEGER NOT NULL,
+                shard INTEGER NOT NULL,
+                updates INTEGER NOT NULL,
+                active_devices INTEGER NOT NULL,
+                new_devices INTEGER NOT NULL,
+                PRIMARY KEY (hour, shard)
+            ) WITHOUT ROWID""",
+        ),
+        postgres=(
+            "ALTER TABLE devices ADD COLUMN previous_level INTEGER",
+            "ALTER TABLE devices ADD COLUMN previous_commit BIGINT",
+            "DROP INDEX devices_last_commit",
+            "CREATE INDEX devices_last_commit ON devices (last_commit, device_id)",
+            """CREATE TABLE events (
+                id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                device_id TEXT COLLATE "C" NOT NULL,
+                level INTEGER NOT NULL,
+                level_before INTEGER,
+                level_after INTEGER NOT NULL,
+                at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX events_at ON events (at, id)",
+            """CREATE TABLE activity (
+                hour INTEGER NOT NULL,
+                shard SMALLINT NOT NULL,
+                updates BIGINT NOT NULL,
+                active_devices BIGINT NOT NULL,
+                new_devices BIGINT NOT NULL,
+                PRIMARY KEY (hour, shard)
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -20,10 +20,11 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from . import migrations
+from . import migrations, reports_sql
+from .history import SECONDS_PER_HOUR, DateRange, Event, activity_flags
 from .model import RECENT_WINDOW_SECONDS, DeviceRecord, Stats, histogram_from_rows
 from .store import StoreUnavailable
 
@@ -35,16 +36,32 @@ _COLUMNS = "device_id, level, last_commit, level_reached_at, updates"
 
 # One statement, so concurrent updates of one device cannot interleave between a read and a
 # write: the max is taken inside the database under its write lock. SET expressions all see
-# the row as it was before this update, so the CASE compares against the old level.
+# the row as it was before this update, so the CASE compares against the old level, and
+# previous_level/previous_commit keep what this update replaced (for its event).
 _RECORD_LEVEL = f"""
-INSERT INTO devices ({_COLUMNS}) VALUES (?, ?, ?, ?, 1)
+INSERT INTO devices ({_COLUMNS}, previous_level, previous_commit) VALUES (?, ?, ?, ?, 1, NULL, NULL)
 ON CONFLICT (device_id) DO UPDATE SET
     level = max(devices.level, excluded.level),
     level_reached_at = CASE WHEN excluded.level > devices.level
                             THEN excluded.last_commit ELSE devices.level_reached_at END,
     last_commit = max(devices.last_commit, excluded.last_commit),
-    updates = devices.updates + 1
-RETURNING {_COLUMNS}
+    updates = devices.updates + 1,
+    previous_level = devices.level,
+    previous_commit = devices.last_commit
+RETURNING {_COLUMNS}, previous_level, previous_commit
+"""
+
+_INSERT_EVENT = (
+    "INSERT INTO events (device_id, level, level_before, level_after, at) VALUES (?, ?, ?, ?, ?)"
+)
+
+# One row per hour (a single shard: SQLite has one writer at a time, so nothing to spread).
+_COUNT_ACTIVITY = """
+INSERT INTO activity (hour, shard, updates, active_devices, new_devices) VALUES (?, 0, 1, ?, ?)
+ON CONFLICT (hour, shard) DO UPDATE SET
+    updates = activity.updates + 1,
+    active_devices = activity.active_devices + excluded.active_devices,
+    new_devices = activity.new_devices + excluded.new_devices
 """
 
 # Import merges field by field with max (min for the time a tied level was reached), so that
@@ -161,19 +178,44 @@ class SQLiteStore:
         return DeviceRecord(*row) if row else None
 
     def record_level(self, device_id: str, level: int, now: int) -> DeviceRecord:
-        with self._session() as conn:
-            # fetchall, not fetchone: the statement (and its write lock) ends only when it has
-            # been stepped to completion.
-            rows = conn.execute(_RECORD_LEVEL, (device_id, level, now, now)).fetchall()
-        return DeviceRecord(*rows[0])
+        with self._session() as conn, self._write_transaction(conn):
+            return self._record(conn, device_id, level, now)
+
+    def record_levels(self, updates: Sequence[tuple[str, int, int]]) -> int:
+        with self._session() as conn, self._write_transaction(conn):
+            for device_id, level, now in updates:
+                self._record(conn, device_id, level, now)
+        return len(updates)
+
+    @staticmethod
+    @contextmanager
+    def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+        # IMMEDIATE: the write lock is taken at BEGIN, so the upsert, its event and its
+        # activity count commit together or not at all, and no reader sees one without the
+        # others.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @staticmethod
+    def _record(conn: sqlite3.Connection, device_id: str, level: int, now: int) -> DeviceRecord:
+        # fetchall, not fetchone: a statement ends only when it has been stepped to completion.
+        row = conn.execute(_RECORD_LEVEL, (device_id, level, now, now)).fetchall()[0]
+        record = DeviceRecord(*row[:5])
+        previous_level, previous_commit = row[5], row[6]
+        conn.execute(_INSERT_EVENT, (device_id, level, previous_level, record.level, now))
+        active, new = activity_flags(previous_commit, now)
+        conn.execute(_COUNT_ACTIVITY, (now // SECONDS_PER_HOUR, active, new))
+        return record
 
     def leaderboard(self, limit: int) -> list[DeviceRecord]:
         with self._session() as conn:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM devices "
-                "ORDER BY level DESC, level_reached_at, device_id LIMIT ?",
-                (limit,),
-            ).fetchall()
+            rows = conn.execute(reports_sql.sqlite("leaderboard"), (limit,)).fetchall()
         return [DeviceRecord(*row) for row in rows]
 
     def stats(self, now: int, bucket_width: int, max_buckets: int) -> Stats:
@@ -220,6 +262,61 @@ class SQLiteStore:
                 raise
             conn.execute("COMMIT")
         return len(records)
+
+    # ------------------------------------------------------------ history and reports
+
+    def funnel(self, buckets: int) -> tuple[int, list[tuple[int, int]]]:
+        with self._session() as conn:
+            rows = conn.execute(reports_sql.sqlite("funnel"), (buckets, buckets)).fetchall()
+        return (rows[0][0] if rows else 0), [(bucket, count) for _, bucket, count in rows]
+
+    def daily_active_devices(self, period: DateRange) -> list[tuple[int, int]]:
+        return self._hourly_report("daily_active_devices", period)
+
+    def new_devices_per_day(self, period: DateRange) -> list[tuple[int, int]]:
+        return self._hourly_report("new_devices_per_day", period)
+
+    def updates_per_hour(self, period: DateRange) -> list[tuple[int, int]]:
+        return self._hourly_report("updates_per_hour", period)
+
+    def _hourly_report(self, name: str, period: DateRange) -> list[tuple[int, int]]:
+        hours = (period.start // SECONDS_PER_HOUR, period.end // SECONDS_PER_HOUR)
+        with self._session() as conn:
+            return conn.execute(reports_sql.sqlite(name), hours).fetchall()
+
+    def explain(self, name: str, params: tuple) -> str:
+        """SQLite's query plan for one of the report queries (for tests and operators)."""
+        with self._session() as conn:
+            rows = conn.execute("EXPLAIN QUERY PLAN " + reports_sql.sqlite(name), params)
+            return "\n".join(row[-1] for row in rows)
+
+    def events_page(
+        self, period: DateRange, after: tuple[int, int] | None, limit: int
+    ) -> list[Event]:
+        key = after or (period.start, 0)  # ids start at 1
+        with self._session() as conn:
+            rows = conn.execute(
+                reports_sql.sqlite("events_page"), (*key, period.end, limit)
+            ).fetchall()
+        return [Event(*row) for row in rows]
+
+    def devices_page(
+        self, period: DateRange, after: tuple[int, str] | None, limit: int
+    ) -> list[DeviceRecord]:
+        key = after or (period.start, "")  # ids are never empty
+        with self._session() as conn:
+            rows = conn.execute(
+                reports_sql.sqlite("devices_page"), (*key, period.end, limit)
+            ).fetchall()
+        return [DeviceRecord(*row) for row in rows]
+
+    def prune_history(self, before: int, batch: int) -> int:
+        """Delete up to `batch` events older than `before` (and old activity rows) in one
+        short transaction; return how many events went."""
+        with self._session() as conn, self._write_transaction(conn):
+            deleted = conn.execute(reports_sql.sqlite("prune_events"), (before, batch)).rowcount
+            conn.execute(reports_sql.sqlite("prune_activity"), (before // SECONDS_PER_HOUR,))
+        return deleted
 
     def close(self) -> None:
         if self._pid != os.getpid():

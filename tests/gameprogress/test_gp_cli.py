@@ -31,9 +31,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def test_migrate_reports_what_it_did(database_url, capsys):
     assert main(["migrate", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out.strip() == "schema at version 2 (applied now: 1, 2)"
+    assert capsys.readouterr().out.strip() == "schema at version 3 (applied now: 1, 2, 3)"
     assert main(["migrate", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out.strip() == "schema at version 2 (applied now: none)"
+    assert capsys.readouterr().out.strip() == "schema at version 3 (applied now: none)"
 
 
 def test_export_then_import_moves_data_between_stores(postgres_server, tmp_path, capsys):
