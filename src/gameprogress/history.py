@@ -102,8 +102,8 @@ class DateRange:
     ) -> DateRange:
         """`from`/`to` query values (YYYY-MM-DD, UTC); missing ones default to the last
         `default_days` days up to `today`."""
-        last_date = _parse_date("to", last) if last else today
-        if first:
+        last_date = _parse_date("to", last) if last is not None else today
+        if first is not None:
             first_date = _parse_date("from", first)
         else:
             first_date = last_date - dt.timedelta(days=default_days - 1)
