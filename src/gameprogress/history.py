@@ -111,9 +111,7 @@ class DateRange:
             raise InvalidInput("invalid_date_range", "from must not be after to")
         period = cls(first_date, last_date)
         if max_days is not None and period.days > max_days:
-            raise InvalidInput(
-                "invalid_date_range", f"a date range covers at most {max_days} days"
-            )
+            raise InvalidInput("invalid_date_range", f"a date range covers at most {max_days} days")
         return period
 
 
@@ -170,9 +168,7 @@ def funnel_width(max_level: int, buckets: int) -> int:
     return max(1, (max_level + buckets) // buckets)
 
 
-def funnel_steps(
-    rows: list[tuple[int, int]], width: int, max_level: int
-) -> list[dict[str, int]]:
+def funnel_steps(rows: list[tuple[int, int]], width: int, max_level: int) -> list[dict[str, int]]:
     """Every bucket from level 0 to `max_level`, from `(bucket, devices)` rows.
 
     `devices` have their highest level in the bucket (where they stopped, so far); `reached`

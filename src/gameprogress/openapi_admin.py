@@ -314,7 +314,7 @@ def _dashboard_paths() -> dict[str, Any]:
                         "name": "name",
                         "in": "path",
                         "required": True,
-                        "schema": {"enum": ["dashboard.js", "dashboard.css"]},
+                        "schema": {"enum": ["dashboard.js", "dashboard.css", "favicon.svg"]},
                     }
                 ],
                 "responses": {
@@ -323,6 +323,7 @@ def _dashboard_paths() -> dict[str, Any]:
                         "content": {
                             "text/javascript": {"schema": {"type": "string"}},
                             "text/css": {"schema": {"type": "string"}},
+                            "image/svg+xml": {"schema": {"type": "string"}},
                         },
                     },
                     "404": not_found,

@@ -14,16 +14,22 @@ _EVENT_COLUMNS = "id, device_id, level, level_before, level_after, at"
 # name → (SQLite, PostgreSQL). Parameters are positional, in the same order in both.
 QUERIES: dict[str, tuple[str, str]] = {
     # Devices per bucket of highest level; the bucket width is ceil((max + 1) / buckets),
-    # computed in the query from the top level (one index probe) and returned with each row.
+    # computed in the query from the top level (one probe of the leaderboard index) and
+    # returned with each row. Counting per level first lets SQLite walk the leaderboard index
+    # in order, without a temporary B-tree; PostgreSQL hashes the levels of a full scan.
+    # Either way every device is read once: the cost grows with devices, not with events.
     "funnel": (
-        """WITH top AS (SELECT coalesce(max(level), 0) AS max_level FROM devices)
-        SELECT top.max_level, devices.level / ((top.max_level + ?) / ?) AS bucket, count(*)
-        FROM devices CROSS JOIN top
+        """WITH top AS (SELECT coalesce(max(level), 0) AS max_level FROM devices),
+        per_level AS (SELECT level, count(*) AS devices FROM devices GROUP BY level)
+        SELECT top.max_level, per_level.level / ((top.max_level + ?) / ?) AS bucket,
+               sum(per_level.devices)
+        FROM per_level CROSS JOIN top
         GROUP BY top.max_level, bucket ORDER BY bucket""",
-        """WITH top AS (SELECT coalesce(max(level), 0) AS max_level FROM devices)
-        SELECT top.max_level, devices.level / ((top.max_level + %s::integer) / %s::integer)
-               AS bucket, count(*)
-        FROM devices CROSS JOIN top
+        """WITH top AS (SELECT coalesce(max(level), 0) AS max_level FROM devices),
+        per_level AS (SELECT level, count(*) AS devices FROM devices GROUP BY level)
+        SELECT top.max_level, per_level.level / ((top.max_level + %s::integer) / %s::integer)
+               AS bucket, sum(per_level.devices)::bigint
+        FROM per_level CROSS JOIN top
         GROUP BY top.max_level, bucket ORDER BY bucket""",
     ),
     "daily_active_devices": (

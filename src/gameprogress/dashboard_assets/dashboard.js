@@ -6,7 +6,7 @@
 (function () {
   const SVG = "http://www.w3.org/2000/svg";
   const DAY_MS = 86400000;
-  const state = { timer: null, loading: false, data: null };
+  const state = { timer: null, loading: false, pending: false, data: null };
 
   const $ = (id) => document.getElementById(id);
 
@@ -199,7 +199,10 @@
   }
 
   async function refresh() {
-    if (state.loading) return;
+    if (state.loading) {
+      state.pending = true; // the range changed while loading: load again when done
+      return;
+    }
     if (!$("range").checkValidity() || $("from").value > $("to").value) {
       status("Choose a start date on or before the end date.", true);
       return;
@@ -223,6 +226,10 @@
       status("Could not load the reports: " + error.message, true);
     } finally {
       state.loading = false;
+      if (state.pending) {
+        state.pending = false;
+        refresh();
+      }
     }
   }
 
