@@ -34,10 +34,11 @@ EVENT_FIELDS = ("id", "device_id", "level", "level_before", "level_after", "at")
 def pages(
     fetch: Callable[[K | None, int], Sequence[T]],
     key_of: Callable[[T], K],
-    page_size: int = EXPORT_PAGE_SIZE,
+    page_size: int | None = None,
 ) -> Iterator[Sequence[T]]:
     """Pages from `fetch(after, limit)` until a short one; ends because every page moves the
     key strictly forward through a finite table."""
+    page_size = page_size or EXPORT_PAGE_SIZE
     after: K | None = None
     while True:
         page = fetch(after, page_size)
@@ -48,7 +49,7 @@ def pages(
         after = key_of(page[-1])
 
 
-def device_pages(store, period: DateRange, page_size: int = EXPORT_PAGE_SIZE):
+def device_pages(store, period: DateRange, page_size: int | None = None):
     return pages(
         lambda after, limit: store.devices_page(period, after, limit),
         lambda record: (record.last_commit, record.device_id),
@@ -56,7 +57,7 @@ def device_pages(store, period: DateRange, page_size: int = EXPORT_PAGE_SIZE):
     )
 
 
-def event_pages(store, period: DateRange, page_size: int = EXPORT_PAGE_SIZE):
+def event_pages(store, period: DateRange, page_size: int | None = None):
     return pages(
         lambda after, limit: store.events_page(period, after, limit),
         lambda event: (event.at, event.id),

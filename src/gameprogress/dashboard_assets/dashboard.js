@@ -1,6 +1,6 @@
 // gameprogress dashboard: fetches the v1 reports and draws them as SVG, no library.
 // Served as a file so that the page's Content-Security-Policy can forbid inline scripts.
-// Data never goes through innerHTML: device ids are arbitrary text.
+// Data is only ever set as text (textContent), never parsed as markup: ids are arbitrary.
 "use strict";
 
 (function () {
