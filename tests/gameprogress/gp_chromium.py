@@ -30,6 +30,7 @@ FLAGS = [
     "--headless",
     "--no-sandbox",  # the tests may run as root, where the sandbox refuses to start
     "--disable-gpu",
+    "--hide-scrollbars",  # screenshots show the page, not a scrollbar eating its edge
     "--disable-quic",
     "--no-first-run",
     "--no-default-browser-check",
@@ -131,10 +132,17 @@ class Chromium:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 20.0, what: str = ""):
-        """Poll a JavaScript expression until it is truthy; return its value."""
+        """Poll a JavaScript expression until it is truthy; return its value.
+
+        While a page is being replaced the expression may throw (no body yet) or its context
+        may vanish mid-call: both count as "not yet"."""
+        guarded = f"(() => {{ try {{ return ({expression}); }} catch (e) {{ return false; }} }})()"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(guarded)
+            except BrowserError:
+                value = None
             if value:
                 return value
             time.sleep(0.1)
