@@ -143,6 +143,27 @@ def test_log_in_see_four_charts_change_the_range(seeded_server, browser):
         assert redrawn[chart]["total"] != drawn[chart]["total"], chart
     browser.screenshot(ARTIFACTS / "dashboard-range-changed.png")
 
+    # Auto-refresh: with a one-second period (an option added for the test; the page offers
+    # 30 s and up), a new update shows up in the charts without any click.
+    loads = browser.evaluate("Number(document.body.dataset.loaded)")
+    requests.get(f"{base}/update/newcomer-from-the-test/1", timeout=10).raise_for_status()
+    browser.evaluate(
+        f"document.getElementById('from').value = '{first}';"
+        f"document.getElementById('to').value = '{last}';"
+        "const s = document.getElementById('refresh'); s.add(new Option('1 s', '1'));"
+        "s.value = '1'; s.dispatchEvent(new Event('change')); true"
+    )
+    browser.wait_for(
+        f"Number(document.body.dataset.loaded) >= {loads + 2}", what="two automatic refreshes"
+    )
+    refreshed = _drawn(browser)
+    assert refreshed["chart-updates"]["total"] == drawn["chart-updates"]["total"] + 1
+    assert refreshed["chart-new-devices"]["total"] == drawn["chart-new-devices"]["total"] + 1
+    browser.evaluate(
+        "const r = document.getElementById('refresh'); r.value = '0';"
+        "r.dispatchEvent(new Event('change')); true"
+    )
+
     # Phone width: charts shrink to the screen, nothing scrolls sideways.
     browser.set_viewport(390, 844, mobile=True)
     browser.wait_for(

@@ -289,3 +289,29 @@ def test_each_report_is_one_query_over_its_index(store, database_url):
             assert f"SCAN {table}\n" not in plan + "\n" and f"Seq Scan on {table}" not in plan, (
                 f"{name}:\n{plan}"
             )
+
+
+def test_a_database_from_before_history_upgrades_and_keeps_its_devices(database_url, monkeypatch):
+    from gameprogress import migrations
+    from gameprogress.model import DeviceRecord
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
+    monkeypatch.setattr(migrations, "LATEST_VERSION", 2)
+    old = open_store(database_url)
+    assert old.migrate() == [1, 2]
+    old.import_records([DeviceRecord("veteran", 40, 1_699_000_000, 1_698_000_000, 12)])
+    old.close()
+    monkeypatch.undo()
+
+    store = open_store(database_url)
+    try:
+        assert store.migrate() == [3]
+        assert store.get("veteran") == DeviceRecord("veteran", 40, 1_699_000_000, 1_698_000_000, 12)
+        store.record_level("veteran", 41, 1_700_000_000)
+        [event] = all_events(store)
+        assert (event.level_before, event.level_after) == (40, 41)
+        day = DateRange(day_of(1_700_000_000), day_of(1_700_000_000))
+        assert store.daily_active_devices(day) == [(day.first_day, 1)]
+        assert store.new_devices_per_day(day) == [(day.first_day, 0)]  # known before history
+    finally:
+        store.close()
