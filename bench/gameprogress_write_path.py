@@ -46,7 +46,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_round(src: str, script: str, seconds: int, workdir: str) -> float:
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its children (forklift's master and workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def run_round(src: str, script: str, seconds: int, workdir: str) -> tuple[float, float]:
     db = os.path.join(workdir, "bench.db")
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(db + suffix):
@@ -98,13 +114,17 @@ def run_round(src: str, script: str, seconds: int, workdir: str) -> float:
             "bench-",
         ]
         subprocess.run([*wrk[:1], "-d1s", *wrk[1:]], capture_output=True, check=True)  # warm-up
+        cpu_before = tree_cpu_seconds(server.pid)
         out = subprocess.run(
             [*wrk[:1], f"-d{seconds}s", *wrk[1:]], capture_output=True, text=True, check=True
         ).stdout
+        cpu = tree_cpu_seconds(server.pid) - cpu_before
         errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         if errors:
             raise SystemExit(f"{src}: {errors.group(1)} error answers:\n{out}")
-        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        requests_done = int(re.search(r"(\d+) requests in", out).group(1))
+        rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        return rate, cpu / requests_done * 1e6
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -126,18 +146,22 @@ def main() -> int:
     workdir = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     try:
         for script in ("gameprogress_writes.lua", "gameprogress.lua"):
-            results: dict[str, list[float]] = {"before": [], "after": []}
+            rates: dict[str, list[float]] = {"before": [], "after": []}
+            cpu: dict[str, list[float]] = {"before": [], "after": []}
             for round_number in range(args.rounds):
                 order = ["before", "after"] if round_number % 2 == 0 else ["after", "before"]
                 for which in order:
-                    src = getattr(args, which)
-                    results[which].append(run_round(src, script, args.seconds, workdir))
-            before = statistics.median(results["before"])
-            after = statistics.median(results["after"])
-            print(
-                f"{script}: before {before:,.0f} req/s {results['before']}, "
-                f"after {after:,.0f} req/s {results['after']}: {100 * (after / before - 1):+.1f}%"
-            )
+                    rate, micros = run_round(getattr(args, which), script, args.seconds, workdir)
+                    rates[which].append(rate)
+                    cpu[which].append(micros)
+            for label, values in (("req/s", rates), ("server CPU us/request", cpu)):
+                before = statistics.median(values["before"])
+                after = statistics.median(values["after"])
+                rounded = {k: [round(v) for v in vs] for k, vs in values.items()}
+                print(
+                    f"{script} {label}: before {before:,.0f} {rounded['before']}, "
+                    f"after {after:,.0f} {rounded['after']}: {100 * (after / before - 1):+.1f}%"
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

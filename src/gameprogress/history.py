@@ -51,17 +51,6 @@ class Event:
         return asdict(self)
 
 
-def activity_flags(previous_commit: int | None, now: int) -> tuple[int, int]:
-    """(counts as active today, counts as new) for an update at `now` after `previous_commit`.
-
-    A device is counted active on a UTC day by its first update of that day: its previous
-    update (the stored `last_commit` before this one) lies on an earlier day, or it has none.
-    """
-    if previous_commit is None:
-        return 1, 1
-    return int(previous_commit // SECONDS_PER_DAY < now // SECONDS_PER_DAY), 0
-
-
 @dataclass(frozen=True, slots=True)
 class DateRange:
     """Whole UTC days from `first` to `last`, both included."""

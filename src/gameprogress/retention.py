@@ -98,6 +98,10 @@ class Pruner:
                 self.prune_round()
             except StoreUnavailable as exc:
                 log.warning("pruning history postponed: %s", exc)
+            except Exception:
+                # A background job has no caller to tell: log it whole and try again next
+                # round rather than let the thread die and history grow unnoticed.
+                log.exception("pruning history failed; trying again in %.0f s", PRUNE_INTERVAL)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

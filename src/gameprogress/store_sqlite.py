@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from . import migrations, reports_sql
-from .history import SECONDS_PER_HOUR, DateRange, Event, activity_flags
+from .history import SECONDS_PER_HOUR, DateRange, Event
 from .model import RECENT_WINDOW_SECONDS, DeviceRecord, Stats, histogram_from_rows
 from .store import StoreUnavailable
 
@@ -36,33 +36,21 @@ _COLUMNS = "device_id, level, last_commit, level_reached_at, updates"
 
 # One statement, so concurrent updates of one device cannot interleave between a read and a
 # write: the max is taken inside the database under its write lock. SET expressions all see
-# the row as it was before this update, so the CASE compares against the old level, and
-# previous_level/previous_commit keep what this update replaced (for its event).
-_RECORD_LEVEL = f"""
-INSERT INTO devices ({_COLUMNS}, previous_level, previous_commit) VALUES (?, ?, ?, ?, 1, NULL, NULL)
+# the row as it was before this update, so the CASE compares against the old level.
+# last_sent and seen_at (the level sent, the server time) make the history triggers of
+# migration 3 record this update's event and hourly count, within this same statement.
+_UPSERT = f"""
+INSERT INTO devices ({_COLUMNS}, last_sent, seen_at) VALUES (?, ?, ?, ?, 1, ?, ?)
 ON CONFLICT (device_id) DO UPDATE SET
     level = max(devices.level, excluded.level),
     level_reached_at = CASE WHEN excluded.level > devices.level
                             THEN excluded.last_commit ELSE devices.level_reached_at END,
     last_commit = max(devices.last_commit, excluded.last_commit),
     updates = devices.updates + 1,
-    previous_level = devices.level,
-    previous_commit = devices.last_commit
-RETURNING {_COLUMNS}, previous_level, previous_commit
+    last_sent = excluded.last_sent,
+    seen_at = excluded.seen_at
 """
-
-_INSERT_EVENT = (
-    "INSERT INTO events (device_id, level, level_before, level_after, at) VALUES (?, ?, ?, ?, ?)"
-)
-
-# One row per hour (a single shard: SQLite has one writer at a time, so nothing to spread).
-_COUNT_ACTIVITY = """
-INSERT INTO activity (hour, shard, updates, active_devices, new_devices) VALUES (?, 0, 1, ?, ?)
-ON CONFLICT (hour, shard) DO UPDATE SET
-    updates = activity.updates + 1,
-    active_devices = activity.active_devices + excluded.active_devices,
-    new_devices = activity.new_devices + excluded.new_devices
-"""
+_RECORD_LEVEL = _UPSERT + f"RETURNING {_COLUMNS}"
 
 # Import merges field by field with max (min for the time a tied level was reached), so that
 # importing the same file twice, or into a store that already has newer data, changes nothing.
@@ -75,7 +63,8 @@ ON CONFLICT (device_id) DO UPDATE SET
         WHEN excluded.level < devices.level THEN devices.level_reached_at
         ELSE min(devices.level_reached_at, excluded.level_reached_at) END,
     last_commit = max(devices.last_commit, excluded.last_commit),
-    updates = max(devices.updates, excluded.updates)
+    updates = max(devices.updates, excluded.updates),
+    last_sent = NULL  -- an import is not an update: no event (see the history triggers)
 """
 
 
@@ -178,40 +167,27 @@ class SQLiteStore:
         return DeviceRecord(*row) if row else None
 
     def record_level(self, device_id: str, level: int, now: int) -> DeviceRecord:
-        with self._session() as conn, self._write_transaction(conn):
-            return self._record(conn, device_id, level, now)
+        with self._session() as conn:
+            # fetchall, not fetchone: the statement (its write lock, its triggers) ends only
+            # when it has been stepped to completion.
+            rows = conn.execute(
+                _RECORD_LEVEL, (device_id, level, now, now, level, now)
+            ).fetchall()
+        return DeviceRecord(*rows[0])
 
     def record_levels(self, updates: Sequence[tuple[str, int, int]]) -> int:
-        with self._session() as conn, self._write_transaction(conn):
-            for device_id, level, now in updates:
-                self._record(conn, device_id, level, now)
+        with self._session() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    _UPSERT, [(d, level, now, now, level, now) for d, level, now in updates]
+                )
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         return len(updates)
-
-    @staticmethod
-    @contextmanager
-    def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
-        # IMMEDIATE: the write lock is taken at BEGIN, so the upsert, its event and its
-        # activity count commit together or not at all, and no reader sees one without the
-        # others.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    @staticmethod
-    def _record(conn: sqlite3.Connection, device_id: str, level: int, now: int) -> DeviceRecord:
-        # fetchall, not fetchone: a statement ends only when it has been stepped to completion.
-        row = conn.execute(_RECORD_LEVEL, (device_id, level, now, now)).fetchall()[0]
-        record = DeviceRecord(*row[:5])
-        previous_level, previous_commit = row[5], row[6]
-        conn.execute(_INSERT_EVENT, (device_id, level, previous_level, record.level, now))
-        active, new = activity_flags(previous_commit, now)
-        conn.execute(_COUNT_ACTIVITY, (now // SECONDS_PER_HOUR, active, new))
-        return record
 
     def leaderboard(self, limit: int) -> list[DeviceRecord]:
         with self._session() as conn:
@@ -313,9 +289,18 @@ class SQLiteStore:
     def prune_history(self, before: int, batch: int) -> int:
         """Delete up to `batch` events older than `before` (and old activity rows) in one
         short transaction; return how many events went."""
-        with self._session() as conn, self._write_transaction(conn):
-            deleted = conn.execute(reports_sql.sqlite("prune_events"), (before, batch)).rowcount
-            conn.execute(reports_sql.sqlite("prune_activity"), (before // SECONDS_PER_HOUR,))
+        with self._session() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = conn.execute(
+                    reports_sql.sqlite("prune_events"), (before, batch)
+                ).rowcount
+                conn.execute(reports_sql.sqlite("prune_activity"), (before // SECONDS_PER_HOUR,))
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         return deleted
 
     def close(self) -> None:

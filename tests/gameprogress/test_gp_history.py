@@ -18,7 +18,7 @@ from gameprogress.history import (
     day_of,
 )
 from gameprogress.reports_sql import REPORT_INDEXES
-from gameprogress.store import StoreUnavailable, open_store
+from gameprogress.store import StoreUnavailable, open_store, sqlite_path_from_url
 from gameprogress.store_sqlite import SQLiteStore
 
 TOKEN = "history-test-admin-token"
@@ -299,9 +299,19 @@ def test_a_database_from_before_history_upgrades_and_keeps_its_devices(database_
     monkeypatch.setattr(migrations, "LATEST_VERSION", 2)
     old = open_store(database_url)
     assert old.migrate() == [1, 2]
-    old.import_records([DeviceRecord("veteran", 40, 1_699_000_000, 1_698_000_000, 12)])
     old.close()
     monkeypatch.undo()
+    # A device written by the code of that time (its SQL, on its schema).
+    insert = (
+        "INSERT INTO devices (device_id, level, last_commit, level_reached_at, updates) "
+        "VALUES ('veteran', 40, 1699000000, 1698000000, 12)"
+    )
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(sqlite_path_from_url(database_url)) as conn:
+            conn.execute(insert)
+    else:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(insert)
 
     store = open_store(database_url)
     try:
@@ -315,3 +325,25 @@ def test_a_database_from_before_history_upgrades_and_keeps_its_devices(database_
         assert store.new_devices_per_day(day) == [(day.first_day, 0)]  # known before history
     finally:
         store.close()
+
+
+def test_an_import_is_not_an_update_and_leaves_no_history(store):
+    from gameprogress.model import DeviceRecord
+
+    store.record_level("known", 3, 1_700_000_000)
+    store.import_records(
+        [
+            DeviceRecord("known", 9, 1_700_000_500, 1_700_000_500, 4),
+            DeviceRecord("imported", 5, 1_700_000_600, 1_700_000_600, 2),
+        ]
+    )
+    assert [(e.device_id, e.level) for e in all_events(store)] == [("known", 3)]
+    assert sum(n for _, n in store.updates_per_hour(WIDE)) == 1
+    # The next real update of an imported device is recorded, and is not "new".
+    store.record_level("imported", 6, 1_700_000_700)
+    assert [(e.device_id, e.level_before, e.level_after) for e in all_events(store)][-1] == (
+        "imported",
+        5,
+        6,
+    )
+    assert sum(n for _, n in store.new_devices_per_day(WIDE)) == 1
