@@ -5,6 +5,8 @@ Two families of routes share one store:
   (`{"error": 0|1, "msg": ...}`, HTTP 200 for what the seed answered);
 - the JSON API v1, whose errors are `{"error": {"code": ..., "message": ...}}` and which is
   described by `/openapi.json`.
+The operator's routes (reports, exports: reports_api.py; the dashboard: dashboard.py) are
+registered here too and share the error handlers below.
 SQL never appears here; `Store` methods do the work (see store.py).
 """
 

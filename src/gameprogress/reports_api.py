@@ -91,18 +91,18 @@ def register_reports(app: Flask) -> None:
         }
         return _no_store(jsonify(body))
 
-    def daily(name: str, fetch: Callable[[DateRange], list]) -> Response:
+    def daily(fetch: Callable[[DateRange], list]) -> Response:
         _require_admin()
         period = _period()
         return _no_store(jsonify({**period.to_json(), "days": daily_series(fetch(period), period)}))
 
     @app.get("/v1/reports/daily-active-devices")
     def report_daily_active() -> Response:
-        return daily("daily_active_devices", store().daily_active_devices)
+        return daily(store().daily_active_devices)
 
     @app.get("/v1/reports/new-devices")
     def report_new_devices() -> Response:
-        return daily("new_devices_per_day", store().new_devices_per_day)
+        return daily(store().new_devices_per_day)
 
     @app.get("/v1/reports/updates-per-hour")
     def report_updates_per_hour() -> Response:

@@ -148,6 +148,17 @@ class Chromium:
             time.sleep(0.1)
         raise BrowserError(f"timed out after {timeout} s waiting for {what or expression}")
 
+    def wait_for_error(self, text: str, timeout: float = 10.0) -> str:
+        """Wait until an error containing `text` has been reported; return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [error for error in self.errors() if text in error]
+            if found:
+                return found[0]
+            self.evaluate("0")  # a round trip: events sent before its answer are collected
+            time.sleep(0.05)
+        raise BrowserError(f"no error with {text!r} within {timeout} s: {self.errors()}")
+
     def navigate(self, url: str) -> None:
         self.send("Page.navigate", {"url": url})
 

@@ -175,4 +175,13 @@ def test_log_in_see_four_charts_change_the_range(seeded_server, browser):
     browser.screenshot(ARTIFACTS / "dashboard-phone.png")
 
     assert browser.errors() == []
+
+    # The policy is enforced by the browser (an injected inline script does not run), and a
+    # violation would have been caught above: the check of no errors is not vacuous.
+    browser.evaluate(
+        "const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
+        "document.body.appendChild(s); true"
+    )
+    assert browser.evaluate("typeof window.injected") == "undefined"
+    browser.wait_for_error("Content Security Policy")
     print(f"\nscreenshots: {ARTIFACTS}")
