@@ -150,8 +150,8 @@ def test_log_in_see_four_charts_change_the_range(seeded_server, browser):
     browser.evaluate(
         f"document.getElementById('from').value = '{first}';"
         f"document.getElementById('to').value = '{last}';"
-        "const s = document.getElementById('refresh'); s.add(new Option('1 s', '1'));"
-        "s.value = '1'; s.dispatchEvent(new Event('change')); true"
+        "(() => { const s = document.getElementById('refresh'); s.add(new Option('1 s', '1'));"
+        "s.value = '1'; s.dispatchEvent(new Event('change')); })(); true"
     )
     browser.wait_for(
         f"Number(document.body.dataset.loaded) >= {loads + 2}", what="two automatic refreshes"
@@ -160,8 +160,8 @@ def test_log_in_see_four_charts_change_the_range(seeded_server, browser):
     assert refreshed["chart-updates"]["total"] == drawn["chart-updates"]["total"] + 1
     assert refreshed["chart-new-devices"]["total"] == drawn["chart-new-devices"]["total"] + 1
     browser.evaluate(
-        "const r = document.getElementById('refresh'); r.value = '0';"
-        "r.dispatchEvent(new Event('change')); true"
+        "(() => { const r = document.getElementById('refresh'); r.value = '0';"
+        "r.dispatchEvent(new Event('change')); })(); true"
     )
 
     # Phone width: charts shrink to the screen, nothing scrolls sideways.
@@ -179,8 +179,8 @@ def test_log_in_see_four_charts_change_the_range(seeded_server, browser):
     # The policy is enforced by the browser (an injected inline script does not run), and a
     # violation would have been caught above: the check of no errors is not vacuous.
     browser.evaluate(
-        "const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
-        "document.body.appendChild(s); true"
+        "(() => { const tag = document.createElement('script');"
+        "tag.textContent = 'window.injected = 1'; document.body.appendChild(tag); })(); true"
     )
     assert browser.evaluate("typeof window.injected") == "undefined"
     browser.wait_for_error("Content Security Policy")
