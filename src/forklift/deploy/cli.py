@@ -37,7 +37,7 @@ def _count(text: str) -> int:
 
 
 def _add_app_options(p) -> None:
-    p.add_argument("--app", metavar="DIR", required=True, help="the app directory")
+    p.add_argument("--app", metavar="DIR", help="the app directory (required)")
     p.add_argument("--pidfile", metavar="FILE", help="the master's pidfile (remembered)")
     p.add_argument(
         "--health", metavar="PATH", help="new workers must answer GET PATH with a 2xx first"

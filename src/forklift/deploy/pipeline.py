@@ -95,6 +95,8 @@ class Pipeline:
         self.lock_info = dict(lock_info or {})  # several hosts: the deploy id, the coordinator
         self.release_stamp = release_stamp  # several hosts: one release id on every host
         self.not_serving: str | None = None  # switched with no master: why, and how to start
+        self.interrupt_reasons: dict = {}  # signal -> what it means (an agent: coordinator lost)
+        self.leave_lock: str | None = None  # set: the lock stays, saying why (cut off)
         self.lock = DeployLock(app.lock_path)
         self.steps: list = []
         self.previous: str | None = None  # `current` before this deploy
@@ -116,12 +118,12 @@ class Pipeline:
         self.report.text(f"forklift deploy: {self.app.root}")
         if self.settings_note:
             self.report.text(self.settings_note)
-        record = {"action": "deploy", "ref": ref, **self._ids()}
+        record = self.record = {"action": "deploy", "ref": ref, **self._ids()}
         return self._run(record, body or (lambda: self._deploy_steps(ref, record)))
 
     def rollback(self, to: str | None, body=None) -> int:
         self.report.text(f"forklift rollback: {self.app.root}")
-        record = {"action": "rollback", "ref": None, **self._ids()}
+        record = self.record = {"action": "rollback", "ref": None, **self._ids()}
         return self._run(record, body or (lambda: self._rollback_steps(to, record)))
 
     def _ids(self) -> dict:
@@ -152,7 +154,10 @@ class Pipeline:
             if self.lock.held:
                 self._record(record, result, reason, failed_step, time.monotonic() - started)
         finally:
-            self.lock.release()
+            if self.leave_lock and self.lock.held:
+                self.lock.update(abandoned=self.leave_lock)  # the next deploy reports it
+            else:
+                self.lock.release()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
         total = time.monotonic() - started
@@ -183,7 +188,7 @@ class Pipeline:
 
     def _install_signals(self) -> dict:
         def on_signal(signum, frame):
-            self.interrupted = signal.Signals(signum).name
+            self.interrupted = self.interrupt_reasons.get(signum, signal.Signals(signum).name)
             if not self.critical:
                 raise Interrupted(self.interrupted)
 
@@ -280,6 +285,11 @@ class Pipeline:
             self.skip("nginx", "no --nginx")
 
     def _rollback_steps(self, to: str | None, record: dict) -> None:
+        self.prepare_rollback(to, record)
+        self._switch_and_watch()
+
+    def prepare_rollback(self, to: str | None, record: dict) -> None:
+        """lock → preflight of the release to go back to (`to`, or the previous healthy)."""
         with self.step("lock") as s:
             s.detail = self._take_lock(action="rollback", to=to)
             current = self.app.current_id()
@@ -301,7 +311,6 @@ class Pipeline:
             if venv.is_symlink() and not venv.exists():
                 raise DeployError(f"its venv {os.readlink(venv)} is gone")
             s.detail = steps.preflight(self.release_path, self.settings)
-        self._switch_and_watch()
 
     # -- lock -------------------------------------------------------------------------------
     def _take_lock(self, **info) -> str:

@@ -302,6 +302,10 @@ def describe_holder(holder: dict) -> str:
         parts.append(f"ref {holder['ref']}")
     if holder.get("started"):
         parts.append(f"since {holder['started']}")
+    if holder.get("deploy_id"):
+        parts.append(f"deploy {holder['deploy_id']} from {holder.get('coordinator', '?')}")
+    if holder.get("abandoned"):
+        parts.append(f"cut off: {holder['abandoned']}")
     return ", ".join(parts)
 
 
