@@ -214,7 +214,8 @@ def assert_no_failed_request(row, details) -> None:
 
 def test_two_hosts_deploy_under_load_without_a_failed_request(hosts):
     h = hosts
-    proc, row, details = run_under_load(h, "deploy-v2", 16, lambda: h.deploy("--ref", "v2"))
+    deploy = lambda: h.deploy("--ref", "v2", "--watch", "1")  # noqa: E731
+    proc, row, details = run_under_load(h, "deploy-v2", 14, deploy)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert_no_failed_request(row, details)
     release = h.current("a")
@@ -238,7 +239,8 @@ def test_two_hosts_deploy_under_load_without_a_failed_request(hosts):
 
 def test_a_check_failing_on_the_second_host_reverts_the_first(hosts):
     h = hosts
-    proc, row, details = run_under_load(h, "deploy-v3", 16, lambda: h.deploy("--ref", "v3"))
+    deploy = lambda: h.deploy("--ref", "v3", "--watch", "1")  # noqa: E731
+    proc, row, details = run_under_load(h, "deploy-v3", 12, deploy)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     summary = proc.stdout.strip().splitlines()[-1]
     assert "host b" in summary and HEALTH in summary and "500" in summary, summary
@@ -255,7 +257,7 @@ def test_ssh_lost_mid_deploy_leaves_one_release_and_a_stale_lock(hosts):
     h = hosts
     out: list = []
     proc = subprocess.Popen(
-        h.command("deploy", "--inventory", str(h.inventory), "--ref", "v4", "--watch", "20"),
+        h.command("deploy", "--inventory", str(h.inventory), "--ref", "v4", "--watch", "5"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
