@@ -273,6 +273,11 @@ def test_ssh_lost_mid_deploy_leaves_one_release_and_a_stale_lock(hosts):
             assert proc.poll() is None, "".join(out)
             assert time.monotonic() < deadline, "b never switched:\n" + "".join(out)
             time.sleep(0.05)
+        # one lock across the hosts: a second deploy now is refused, naming the first
+        second = h.deploy("--ref", "v2", "--watch", "0")
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert "a deploy is in progress" in second.stdout, second.stdout
+        assert re.search(r"deploy \S+ from root@", second.stdout), second.stdout
         ssh = [p for p in _children(proc.pid) if ADDRESSES["b"] in _cmdline(p)]
         assert len(ssh) == 1, ssh
         os.kill(ssh[0], signal.SIGKILL)
@@ -306,6 +311,20 @@ def test_ssh_lost_mid_deploy_leaves_one_release_and_a_stale_lock(hosts):
     )
     assert h.current("a") == h.current("b") != h.release["v2"]
     assert h.version_on("a") == h.version_on("b") == "v4"
+
+
+def test_rollback_over_the_inventory(hosts):
+    h = hosts
+    proc = subprocess.run(
+        h.command("rollback", "--inventory", str(h.inventory)),
+        capture_output=True,
+        text=True,
+        timeout=DEPLOY_TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"rolled back to {h.release['v2']} on 2 host(s)" in proc.stdout
+    assert h.current("a") == h.current("b") == h.release["v2"]
+    assert h.version_on("a") == h.version_on("b") == "v2"
 
 
 def test_releases_over_the_inventory(hosts):
