@@ -17,6 +17,8 @@ import subprocess
 import pytest
 from test_deploy import HOST, Server, deploy_json, forklift, git, make_origin
 
+pytestmark = pytest.mark.requires("git")
+
 
 class Story:
     def __init__(self, root):

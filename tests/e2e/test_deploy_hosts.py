@@ -41,6 +41,8 @@ from multihost_support import (
 )
 from test_deploy import git
 
+pytestmark = pytest.mark.requires("sshd", "ssh", "nginx", "postgresql", "ip", "git")
+
 HEALTH = "/release-check"
 LOAD = {
     "host": ADDRESSES["nx"],
