@@ -1083,6 +1083,8 @@ def loadgen(config: dict) -> dict:
     interval = 1.0 / config["rate_per_thread"]
     start = time.monotonic() + 0.05
     end = start + config["duration"]
+    stop_file = config.get("stop_file")  # optional: its creation ends the run early
+    stopped = threading.Event()
     print(f"READY {start:.6f}", flush=True)
 
     def worker(index: int) -> None:
@@ -1093,6 +1095,9 @@ def loadgen(config: dict) -> dict:
         while True:
             now = time.monotonic()
             if now >= end:
+                break
+            if stop_file and os.path.exists(stop_file):
+                stopped.set()  # the scenario said it is done: stop before the time limit
                 break
             if now < next_t:
                 time.sleep(next_t - now)
@@ -1169,6 +1174,7 @@ def loadgen(config: dict) -> dict:
         "start": start,
         "end": end,
         "finished": finished,
+        "stopped_by_file": stopped.is_set(),
         "records": sorted(records),
         "devices": {
             d: {

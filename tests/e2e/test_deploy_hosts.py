@@ -54,6 +54,7 @@ LOAD = {
     "request_timeout": 20.0,
 }
 DEPLOY_TIMEOUT = 120
+LOAD_LIMIT = 90  # seconds: the load generator's bound; a deploy ends it sooner
 
 APP = '''\
 """gameprogress, with a release check that can fail on one host (version.FAIL_ON_HOST)."""
@@ -187,16 +188,20 @@ def hosts():
             print(f"teardown: {problem}")
 
 
-def run_under_load(h: Hosts, name: str, duration: float, action) -> tuple:
-    """(action's result, load details): the action runs while the load generator does."""
-    load = h.cluster.start_load(dict(LOAD, name=name, duration=duration, seed=len(name)))
+def run_under_load(h: Hosts, name: str, action) -> tuple:
+    """(action's result, load row, details): the load runs from before the action until a
+    second after it (bounded by LOAD_LIMIT), counting every answer."""
+    stop = h.cluster.root / f"stop-{name}"
+    config = dict(LOAD, name=name, duration=LOAD_LIMIT, seed=len(name), stop_file=str(stop))
+    load = h.cluster.start_load(config)
     time.sleep(1.0)  # traffic flows before the deploy starts
-    result = action()
-    ended = time.monotonic()
-    outcome = load.result(timeout=duration + 90)
-    assert ended < outcome["end"] - 0.5, (
-        f"the load ended before the {name} did: make it longer\n{getattr(result, 'stdout', '')}"
-    )
+    try:
+        result = action()
+        time.sleep(1.0)  # and after it ended
+    finally:
+        stop.touch()
+    outcome = load.result(timeout=LOAD_LIMIT + 90)
+    assert outcome["stopped_by_file"], f"the load ended before the {name} did"
     row, details = summarise(name, outcome)
     return result, row, details
 
@@ -217,7 +222,7 @@ def assert_no_failed_request(row, details) -> None:
 def test_two_hosts_deploy_under_load_without_a_failed_request(hosts):
     h = hosts
     deploy = lambda: h.deploy("--ref", "v2", "--watch", "1")  # noqa: E731
-    proc, row, details = run_under_load(h, "deploy-v2", 14, deploy)
+    proc, row, details = run_under_load(h, "deploy-v2", deploy)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert_no_failed_request(row, details)
     release = h.current("a")
@@ -242,7 +247,7 @@ def test_two_hosts_deploy_under_load_without_a_failed_request(hosts):
 def test_a_check_failing_on_the_second_host_reverts_the_first(hosts):
     h = hosts
     deploy = lambda: h.deploy("--ref", "v3", "--watch", "1")  # noqa: E731
-    proc, row, details = run_under_load(h, "deploy-v3", 12, deploy)
+    proc, row, details = run_under_load(h, "deploy-v3", deploy)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     summary = proc.stdout.strip().splitlines()[-1]
     assert "host b" in summary and HEALTH in summary and "500" in summary, summary
@@ -259,7 +264,7 @@ def test_ssh_lost_mid_deploy_leaves_one_release_and_a_stale_lock(hosts):
     h = hosts
     out: list = []
     proc = subprocess.Popen(
-        h.command("deploy", "--inventory", str(h.inventory), "--ref", "v4", "--watch", "5"),
+        h.command("deploy", "--inventory", str(h.inventory), "--ref", "v4", "--watch", "6"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -269,17 +274,14 @@ def test_ssh_lost_mid_deploy_leaves_one_release_and_a_stale_lock(hosts):
     reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
     reader.start()
     try:
-        # b (the second batch) switched: cut the coordinator's SSH connection to b
-        deadline = time.monotonic() + 60
-        while not any(re.match(r"^b +switch +\d.* ok ", line) for line in out):
-            assert proc.poll() is None, "".join(out)
-            assert time.monotonic() < deadline, "b never switched:\n" + "".join(out)
-            time.sleep(0.05)
-        # one lock across the hosts: a second deploy now is refused, naming the first
+        # one lock across the hosts: while the canary is watched, a second deploy is refused
+        wait_for_line(out, proc, r"^a +switch +\d.* ok ")
         second = h.deploy("--ref", "v2", "--watch", "0")
         assert second.returncode == 1, second.stdout + second.stderr
         assert "a deploy is in progress" in second.stdout, second.stdout
         assert re.search(r"deploy \S+ from root@", second.stdout), second.stdout
+        # b (the second batch) switched: cut the coordinator's SSH connection to b
+        wait_for_line(out, proc, r"^b +switch +\d.* ok ")
         ssh = [p for p in _children(proc.pid) if ADDRESSES["b"] in _cmdline(p)]
         assert len(ssh) == 1, ssh
         os.kill(ssh[0], signal.SIGKILL)
@@ -341,6 +343,14 @@ def test_releases_over_the_inventory(hosts):
     current = h.current("a")
     for role in ("a", "b"):
         assert re.search(rf"^{role} +\* {current} ", proc.stdout, re.M), proc.stdout
+
+
+def wait_for_line(out: list, proc: subprocess.Popen, pattern: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(re.match(pattern, line) for line in out):
+        assert proc.poll() is None, "".join(out)
+        assert time.monotonic() < deadline, f"no line {pattern!r}:\n" + "".join(out)
+        time.sleep(0.05)
 
 
 def _children(pid: int) -> list:
