@@ -59,6 +59,7 @@ class Agent:
         self.action = action
         self.commands: queue.Queue = queue.Queue()
         self.lost: str | None = None
+        self.done = False  # the pipeline ended: a closed connection is just the end
         self.last_heard = time.monotonic()
         self.out = sys.stdout
         self.out_lock = threading.Lock()
@@ -91,7 +92,7 @@ class Agent:
                 self._coordinator_lost(f"no word from the coordinator for {silent:.0f} s")
 
     def _coordinator_lost(self, why: str) -> None:
-        if self.lost is not None:
+        if self.lost is not None or self.done:
             return
         self.lost = why
         self.pipeline.interrupt_reasons[signal.SIGTERM] = why
@@ -99,10 +100,16 @@ class Agent:
         os.kill(os.getpid(), signal.SIGTERM)  # the pipeline stops and undoes, as for Ctrl-C
 
     def wait(self) -> dict:
-        """The next command; Interrupted when the coordinator is lost meanwhile."""
+        """The next command. When the coordinator is lost, the SIGTERM sent by the reader
+        stops the pipeline here (Interrupted, raised by its handler); raising it ourselves
+        could let that signal land in the middle of the clean-up."""
+        lost_since = None
         while True:
             if self.lost is not None:
-                raise Interrupted(self.lost)
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > 5.0:  # the signal never came: stop anyway
+                    self.pipeline.interrupted = self.lost
+                    raise Interrupted(self.lost)
             try:
                 return self.commands.get(timeout=WAIT_POLL)
             except queue.Empty:
@@ -131,9 +138,12 @@ class Agent:
         threading.Thread(target=self._read_commands, daemon=True).start()
         threading.Thread(target=self._watch_heartbeat, daemon=True).start()
         signal.signal(signal.SIGHUP, lambda *_: self._coordinator_lost("SIGHUP (ssh closed)"))
-        if self.action == "deploy":
-            return self.pipeline.deploy(args.ref, body=self._deploy_body)
-        return self.pipeline.rollback(args.to, body=self._rollback_body)
+        try:
+            if self.action == "deploy":
+                return self.pipeline.deploy(args.ref, body=self._deploy_body)
+            return self.pipeline.rollback(args.to, body=self._rollback_body)
+        finally:
+            self.done = True
 
     def _deploy_body(self) -> None:
         p = self.pipeline
