@@ -41,10 +41,9 @@ from .report import Reporter, Settings
 from .source import GitSource
 from .strays import find_strays
 from .strays import report as stray_report
+from .watch import Misbehaving, watch_release
 
 RELOAD_TIMEOUT = 120.0
-WATCH_POLL = 0.25
-PROGRESS_EVERY = 5.0  # seconds between the watch's progress lines (shorter for short watches)
 EXIT_NOT_SERVING = 3  # switched, but no master serves it yet
 
 
@@ -486,68 +485,17 @@ class Pipeline:
         return what
 
     def _watch(self) -> str:
-        pidfile = self.settings.pidfile
-        seconds = self.settings.watch
-        deadline = time.monotonic() + seconds
-        started = time.monotonic()
-        seen: dict = {}  # pid -> (requests, 5xx): dead workers keep counting
-        status = None
-        every = max(1.0, min(PROGRESS_EVERY, seconds / 3))
-        next_progress = started + every
-        while time.monotonic() < deadline:
-            time.sleep(WATCH_POLL)
-            if time.monotonic() >= next_progress and status is not None:
-                next_progress += every
-                self._progress(started, seconds, seen, status)
-            try:
-                status = control.fetch_status(pidfile)
-            except control.ControlError as exc:
-                self._roll_back(f"the master went away during the watch: {exc}")
-            if status["generation"] != self.new_generation:
-                return (
-                    f"stopped after {time.monotonic() - started:.1f}s: generation "
-                    f"{status['generation']} replaced ours (another reload)"
-                )
-            for w in status["workers"]:
-                if w["generation"] == self.new_generation:
-                    seen[w["pid"]] = (w.get("requests", 0), w.get("errors_5xx", 0))
-            requests = sum(r for r, _ in seen.values())
-            errors = sum(e for _, e in seen.values())
-            verdict = steps.judge(
+        try:
+            return watch_release(
+                self.settings.pidfile,
+                self.settings.watch,
+                self.new_generation,
                 self.baseline,
-                (requests, errors),
-                status.get("crashes", 0),
-                status.get("boot_failures", 0),
+                self.report,
             )
-            if verdict:
-                self._roll_back(verdict)
-        requests = sum(r for r, _ in seen.values())
-        errors = sum(e for _, e in seen.values())
-        crashes = status.get("crashes", 0) if status else 0
-        return (
-            f"{seconds:g}s: {crashes} crash(es), 5xx {errors}/{requests}"
-            f" (before: {self.baseline[1]}/{self.baseline[0]})"
-        )
-
-    def _progress(self, started: float, seconds: float, seen: dict, status: dict) -> None:
-        requests = sum(r for r, _ in seen.values())
-        errors = sum(e for _, e in seen.values())
-        crashes = status.get("crashes", 0) + status.get("boot_failures", 0)
-        elapsed = time.monotonic() - started
-        fields = {
-            "elapsed": round(elapsed, 1),
-            "seconds": seconds,
-            "requests": requests,
-            "errors_5xx": errors,
-            "crashes": crashes,
-            "left": round(max(0.0, seconds - elapsed), 1),
-        }
-        self.report.progress(
-            "watch",
-            fields,
-            f"{elapsed:.0f}s of {seconds:g}s: {requests} request(s), 5xx {errors}, "
-            f"{crashes} crash(es), {fields['left']:.0f}s left",
-        )
+        except Misbehaving as exc:
+            self._roll_back(exc.reason)
+            raise  # not reached: _roll_back raises
 
     def _roll_back(self, reason: str) -> None:
         """The new release misbehaves after the switch: serve the previous one again."""
