@@ -39,8 +39,7 @@ from .releases import (
 )
 from .report import Reporter, Settings
 from .source import GitSource
-from .strays import find_strays
-from .strays import report as stray_report
+from .strays import check_serving
 from .watch import Misbehaving, watch_release
 
 RELOAD_TIMEOUT = 120.0
@@ -345,17 +344,8 @@ class Pipeline:
     # -- strays -----------------------------------------------------------------------------
     def _check_strays(self, state) -> str:
         """What the app wrote into the serving release: stop (or warn with --allow-stray)."""
-        serving = self.previous
-        if not serving or self.app.release(serving) is None:
-            return "no serving release"
-        found = find_strays(self.app, serving)
-        if not found:
-            return f"nothing written into {serving} since it was built"
-        reason, lines = stray_report(self.app, serving, found)
-        if not self.allow_stray:
-            raise DeployError(reason, lines)
-        state.lines = lines[:-2]
-        return f"WARNING (--allow-stray): {reason}"
+        detail, state.lines = check_serving(self.app, self.previous, self.allow_stray)
+        return detail
 
     # -- fetch ------------------------------------------------------------------------------
     def _fetch(self, ref: str | None, record: dict) -> str:

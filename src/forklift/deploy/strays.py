@@ -181,6 +181,19 @@ def _top_names(strays: list) -> list:
     return names
 
 
+def check_serving(app: AppDir, serving: str | None, allow: bool) -> tuple:
+    """The strays step: (detail, lines); DeployError naming them unless `allow`."""
+    if not serving or app.release(serving) is None:
+        return "no serving release", []
+    found = find_strays(app, serving)
+    if not found:
+        return f"nothing written into {serving} since it was built", []
+    reason, lines = report(app, serving, found)
+    if not allow:
+        raise DeployError(reason, lines)
+    return f"WARNING (--allow-stray): {reason}", lines[:-2]
+
+
 # --- the move to shared/ -------------------------------------------------------------------------
 
 
