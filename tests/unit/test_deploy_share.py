@@ -189,3 +189,32 @@ def test_link_shared_links_nested_names_and_every_top_level_entry(tmp_path):
 
 def stat_mode(path: Path) -> int:
     return os.stat(path).st_mode & 0o777
+
+
+def test_a_release_built_before_manifests_is_compared_with_its_commit(tmp_path):
+    """Releases from an older forklift have no .forklift-files: cache.git's tree is the truth."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid")
+    env.update(GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid")
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=work, env=env, check=True)
+    (work / "pkg").mkdir()
+    (work / "pkg" / "mod.py").write_text("")
+    (work / "app.py").write_text("")
+    subprocess.run(["git", "add", "-A"], cwd=work, env=env, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "1"], cwd=work, env=env, check=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    app = AppDir(tmp_path / "app")
+    app.ensure_layout()
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(app.cache_git)], check=True)
+    release = app.release_path("20250101T000000Z-" + commit[:7])
+    (release / "pkg").mkdir(parents=True)
+    (release / "pkg" / "mod.py").write_text("")
+    (release / "app.py").write_text("")
+    (release / ".forklift-release.json").write_text(json.dumps({"commit": commit}))
+    (release / ".venv").symlink_to("../../venvs/x")
+    (release / "pkg" / "cache.db").write_bytes(b"d" * 7)
+    app.flip(release.name)
+    assert [(s.path, s.size) for s in find_strays(app, release.name)] == [("pkg/cache.db", 7)]
