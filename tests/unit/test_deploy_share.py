@@ -191,6 +191,7 @@ def stat_mode(path: Path) -> int:
     return os.stat(path).st_mode & 0o777
 
 
+@pytest.mark.requires("git")
 def test_a_release_built_before_manifests_is_compared_with_its_commit(tmp_path):
     """Releases from an older forklift have no .forklift-files: cache.git's tree is the truth."""
     work = tmp_path / "work"
