@@ -280,7 +280,8 @@ class Fleet:
             line += "; reverted " + ", ".join(reverted)
         if lost:
             line += "; no answer from " + ", ".join(lost)
-        if failure.step == "connection":
+        lost_remote = self.remotes.get(failure.host)
+        if failure.step == "connection" and lost_remote is not None and lost_remote.heard:
             line += (
                 f"; {failure.host} goes back by itself once it notices (within "
                 f"{self.inventory.host_timeout:g} s); check: forklift releases --hosts ..."

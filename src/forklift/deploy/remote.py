@@ -23,6 +23,7 @@ import time
 from .inventory import Host
 
 HEARTBEAT = 1.0
+NO_SSH = "OpenSSH's client: apt-get install openssh-client"
 
 
 class HostFailed(Exception):
@@ -58,6 +59,8 @@ def run_once(host: Host, remote: list, ssh_config: str | None, timeout: float) -
         )
     except subprocess.TimeoutExpired:
         return 255, "", f"no answer within {timeout * 6 + 30:.0f} s"
+    except OSError as exc:
+        return 255, "", f"cannot run ssh: {exc} ({NO_SSH})"
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -75,25 +78,31 @@ class Remote:
         self.send_lock = threading.Lock()
         self.closed = threading.Event()
         self.ended = False
+        self.heard = False  # the agent said something: it runs (and may have changed things)
 
     @property
     def name(self) -> str:
         return self.host.name
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            start_new_session=True,  # a Ctrl-C reaches the coordinator, which decides
-        )
+        try:
+            self.proc = subprocess.Popen(
+                self.command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.stderr,
+                start_new_session=True,  # a Ctrl-C reaches the coordinator, which decides
+            )
+        except OSError as exc:
+            self.ended = True
+            raise HostFailed(self.name, f"cannot run ssh: {exc} ({NO_SSH})", "connection") from None
         threading.Thread(target=self._read, daemon=True, name=f"read-{self.name}").start()
         threading.Thread(target=self._beat, daemon=True, name=f"beat-{self.name}").start()
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         for raw in self.proc.stdout:
+            self.heard = True
             try:
                 obj = json.loads(raw)
             except ValueError:
@@ -156,7 +165,8 @@ class Remote:
     def _lost_reason(self, event: dict) -> str:
         code, tail = event.get("code"), event.get("stderr") or ""
         if code == 255:
-            return f"ssh connection lost or refused (ssh: {tail or 'exit 255'})"
+            said = tail if tail.startswith("ssh:") else f"ssh: {tail or 'exit 255'}"
+            return f"ssh connection lost or refused ({said})"
         if isinstance(code, int) and code < 0:
             return f"ssh connection lost (ssh killed by {signal.Signals(-code).name})"
         return f"its forklift ended without a result (exit {code}: {tail or 'no message'})"
