@@ -208,8 +208,9 @@ class RequestParser:
         if head is not None:
             # A line ending that is not CRLF came before whatever else is wrong with this
             # head: a byte-at-a-time reader would have stopped there, so we do too.
+            # The head was cut before its CRLF CRLF: a CR at its very end is a CR CR LF.
             self._head = None
-            if _bad_line_ending.search(head):
+            if _bad_line_ending.search(head) or head.endswith(b"\r"):
                 message, status = "line ending is not CRLF", 400
         self._state = _DEAD
         self._error = ProtocolError(message, status)

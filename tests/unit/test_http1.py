@@ -1403,3 +1403,18 @@ def test_bug_mutated_requests_get_the_same_answer_however_split(reqs, edits, cut
     whole = parse([data], limits, eof=eof)
     for chunks in ([data[i : i + 1] for i in range(len(data))], cut(data, cuts)):
         assert parse(chunks, limits, eof=eof).key() == whole.key(), data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/0.1\r\nHost: a\r\nX: y\r\r\n\r\n",  # found by fuzz/fuzz_http1.py
+        b"GET foo HTTP/1.1\r\nHost: a\r\r\n\r\n",
+        b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\r\n\r\n",
+    ],
+    ids=["505 and CR CR LF", "bad target and CR CR LF", "501 and CR CR LF"],
+)
+def test_bug_cr_just_before_the_end_of_the_head_is_400_however_split(data):
+    # Fed whole, the head is cut before its CRLF CRLF, so the stray CR is its last byte and
+    # no bare-CR search sees it: the version's 505 wins. Byte by byte the CR CR is a 400.
+    assert parse_every_way(data + SECOND).status == 400
