@@ -1,6 +1,11 @@
 """One worker process: an epoll loop over inherited listeners and their connections, the app
 called inline (threads = 1) or on a small thread pool, keep-alive, timeouts, graceful exit.
 
+The worker speaks no protocol itself: each listener has a protocol adapter (`http1.HTTP`,
+`uwsgi.UWSGI`, one face: `framing.ProtocolAdapter`) that makes its parsers and frames its
+answers. A request goes one way: socket read → parser → `wsgi.build_environ` → the app
+(`wsgi.run_app`) → the adapter's response → the connection's `sink.Sink` → socket.
+
 Why this shape: with threads = 1 the loop parses, calls the app and answers in one pass with
 no thread hand-off (the hand-off costs more than parsing). With threads > 1 the loop still
 owns every connection between requests (an idle keep-alive client never holds a thread);
@@ -12,55 +17,99 @@ from __future__ import annotations
 
 import _socket
 import errno
-import fcntl
 import io
-import ipaddress
+import logging
 import os
 import queue
+import random
 import select
 import signal
 import socket
 import sys
-import termios
 import threading
 import time
 import traceback
 
 from . import http1, uwsgi
+from .appload import load_app
 from .config import PROTOCOL_UWSGI
-from .errors import PeerGone, ProtocolError
-from .events import NEED_DATA, ConnectionClosed, Data, EndOfMessage
+from .errors import AppImportError, PeerGone, ProtocolError
+from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
 from .log import AccessLog, error_log, setup_error_log
-from .responses import RECV_SIZE, HttpResponse, UwsgiResponse, date_cache, recv_wait, send_all
-from .wsgi import (
-    AppError,
-    BodyReader,
-    base_environ,
-    decode_path,
-    http_environ,
-    mount_split,
-    run_app,
-    split_target,
-    uwsgi_environ,
-)
+from .proxy import peer_in
+from .sink import RECV_SIZE, Sink
+from .wsgi import AppError, BodyReader, base_environ, build_environ, check_app, run_app
 
+EXIT_BOOT_FAILED = 3  # a worker that could not import the app (or failed its check) exits so
 _EPOLLIN = select.EPOLLIN
 _ONESHOT = select.EPOLLONESHOT
 _LINGER_SECONDS = 2.0  # after an error answer, read and discard what the client still sends
-_REASONS = {
-    400: "Bad Request",
-    404: "Not Found",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    505: "HTTP Version Not Supported",
-}
 
 # Connection phases, for the timeout sweep.
 _IDLE, _HEAD, _BODY, _BUSY, _LINGER, _FLUSH = range(6)
+
+
+def boot(
+    config,
+    listeners,
+    notify,
+    *,
+    preloaded_app=None,
+    health=None,
+    slot=None,
+    master_pid: int = 0,
+    log_boot_errors: bool = True,
+) -> int:
+    """Become a worker (after fork): import the app, check its health, report, serve.
+
+    The master only forks: what the app needs (its import, its check, its config's paths)
+    happens here, in the process that will serve it, so a broken release fails in a worker
+    and the master stays clean. `notify(line)` tells the master "ready PID" or "bootfail PID
+    reason"; `health` is (path, host) the app must answer with a 2xx before traffic.
+    `log_boot_errors` False: the master reports a failure of the very first start itself.
+    Returns the process exit code.
+    """
+    pid = os.getpid()
+    try:
+        app = preloaded_app or load_app(config)
+    except AppImportError as exc:
+        if log_boot_errors:
+            error_log.error("worker %d: %s", pid, exc)
+        notify(f"bootfail {pid} {exc}")
+        return EXIT_BOOT_FAILED
+    except BaseException as exc:
+        error_log.error("worker %d failed to boot:\n%s", pid, traceback.format_exc())
+        notify(f"bootfail {pid} {type(exc).__name__}: {exc}")
+        return EXIT_BOOT_FAILED
+    if health is not None:
+        problem = check_app(app, health[0], health[1])
+        if problem is not None:
+            error_log.error("worker %d: %s", pid, problem)
+            notify(f"bootfail {pid} {problem}")
+            return EXIT_BOOT_FAILED
+    access_log = AccessLog(config.access_log) if config.access_log else None
+    worker = Worker(
+        config,
+        app,
+        listeners,
+        access_log=access_log,
+        slot=slot,
+        notify=notify,
+        master_pid=master_pid,
+    )
+    if config.max_requests:
+        # Jitter, so workers started together do not all recycle at the same moment.
+        worker.max_requests = config.max_requests + random.randint(
+            0, max(0, config.max_requests_jitter)
+        )
+    worker.install_signal_handlers()
+    notify(f"ready {pid}")
+    try:
+        worker.run()
+    except BaseException:
+        error_log.critical("worker %d crashed:\n%s", pid, traceback.format_exc())
+        return 1
+    return 0
 
 
 class Connection:
@@ -78,15 +127,15 @@ class Connection:
         "body",
         "body_size",
         "requests",
-        "out",
+        "sink",
         "flush_keep_alive",
-        "unsent",
     )
 
-    def __init__(self, sock, peer, site, parser, deadline):
+    def __init__(self, sock, peer, site, parser, sink, deadline):
         self.sock = sock
         self.fd = sock.fileno()
         self.parser = parser
+        self.sink = sink  # where answers go; what it holds back, the loop sends (_FLUSH)
         self.peer = peer
         self.site = site
         self.phase = _IDLE
@@ -95,33 +144,39 @@ class Connection:
         self.body = None
         self.body_size = 0
         self.requests = 0
-        self.out = bytearray()  # answer bytes the loop still has to send (inline worker)
         self.flush_keep_alive = False
-        self.unsent = -1  # kernel send queue at the last timeout check (TIOCOUTQ)
-
-
-def _unsent_shrank(conn) -> bool:
-    """Did the kernel's send queue for this socket shrink since the last look?"""
-    try:
-        raw = fcntl.ioctl(conn.fd, termios.TIOCOUTQ, b"\0\0\0\0")
-    except OSError:
-        return False
-    unsent = int.from_bytes(raw, sys.byteorder, signed=True)
-    shrank = conn.unsent < 0 or unsent < conn.unsent
-    conn.unsent = unsent
-    return shrank and unsent > 0
 
 
 class Site:
-    """What a listener serves: its base environ (SERVER_NAME/PORT, scheme, multithread...)."""
+    """What a listener serves, and how: its protocol adapter, the peers it admits, and what
+    `wsgi.build_environ` needs (base environ, mount, trusted proxies)."""
 
-    __slots__ = ("listener", "environ", "is_unix", "is_uwsgi")
+    __slots__ = (
+        "listener",
+        "environ",
+        "is_unix",
+        "protocol",
+        "admits",
+        "admits_option",
+        "script_name",
+        "forwarded_allow_ips",
+    )
 
-    def __init__(self, listener, environ, is_unix):
+    def __init__(self, listener, environ, config, limits):
         self.listener = listener
         self.environ = environ
-        self.is_unix = is_unix
-        self.is_uwsgi = listener.address.protocol == PROTOCOL_UWSGI
+        self.is_unix = listener.address.is_unix
+        self.script_name = config.script_name
+        self.forwarded_allow_ips = config.forwarded_allow_ips
+        # The one place a listener's protocol is chosen; past it, the worker knows the face.
+        if listener.address.protocol == PROTOCOL_UWSGI:
+            self.protocol = uwsgi.UWSGI(config.buffer_size, limits.max_body)
+            # uwsgi vars are trusted as a proxy's word (REMOTE_ADDR, HTTPS...): only the
+            # configured proxies may speak it.
+            self.admits, self.admits_option = config.uwsgi_allow_ips, "--uwsgi-allow-ips"
+        else:
+            self.protocol = http1.HTTP(limits)
+            self.admits, self.admits_option = None, ""
 
 
 class Worker:
@@ -166,8 +221,7 @@ class Worker:
         self._resume_wanted = False
         self._accept_again_at = 0.0  # after EMFILE: when to try accepting again
         self._drop_idle = False  # stopping with no successor: idle keep-alive clients too
-        self._allowed_cache = {}
-        self._warned_uwsgi_vars = set()
+        self._warned_dropped = set()
         self._queue = None
         self._threads = []
         multiprocess = config.processes > 1
@@ -186,7 +240,7 @@ class Worker:
                 multiprocess=multiprocess,
                 script_name=config.script_name,
             )
-            self._sites[listener.sock.fileno()] = Site(listener, environ, addr.is_unix)
+            self._sites[listener.sock.fileno()] = Site(listener, environ, config, self.limits)
         self._conn_flags = _EPOLLIN if self.inline else _EPOLLIN | _ONESHOT
 
     # -- control -----------------------------------------------------------------------------
@@ -413,21 +467,19 @@ class Worker:
                 peer = None
             else:
                 peer = addr[:2]
-                if site.is_uwsgi and not self._uwsgi_peer_allowed(peer[0]):
-                    # uwsgi vars are trusted as a proxy's word (REMOTE_ADDR, HTTPS...):
-                    # only the configured proxies may speak it.
+                if site.admits is not None and not peer_in(peer[0], site.admits):
                     error_log.warning(
-                        "uwsgi connection from %s refused (--uwsgi-allow-ips)", peer[0]
+                        "%s connection from %s refused (%s)",
+                        site.protocol.name,
+                        peer[0],
+                        site.admits_option,
                     )
                     sock.close()
                     continue
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
-            if site.is_uwsgi:
-                parser = uwsgi.UwsgiParser(self.config.buffer_size, self.limits.max_body)
-            else:
-                parser = http1.RequestParser(self.limits)
-            conn = Connection(sock, peer, site, parser, deadline)
+            sink = Sink(sock, self.config.socket_timeout, self.inline)
+            conn = Connection(sock, peer, site, site.protocol.new_parser(), sink, deadline)
             self._conns[conn.fd] = conn
             self._poller.register(conn.fd, self._conn_flags)
             if self.inline:
@@ -437,24 +489,6 @@ class Worker:
                     self._on_readable(conn)
                 except Exception:
                     self._internal_error(conn)
-
-    def _uwsgi_peer_allowed(self, host: str) -> bool:
-        return self._peer_in(host, self.config.uwsgi_allow_ips)
-
-    def _peer_in(self, host: str, networks) -> bool:
-        key = (host, id(networks))  # id: hashing the networks themselves is slow
-        allowed = self._allowed_cache.get(key)
-        if allowed is None:
-            try:
-                ip = ipaddress.ip_address(host.partition("%")[0])
-            except ValueError:
-                return False
-            if ip.version == 6 and ip.ipv4_mapped is not None:
-                ip = ip.ipv4_mapped
-            allowed = any(ip in net for net in networks)
-            if len(self._allowed_cache) < 1024:
-                self._allowed_cache[key] = allowed
-        return allowed
 
     def _on_readable(self, conn) -> None:
         if conn.phase == _BUSY:
@@ -500,11 +534,7 @@ class Worker:
                 return
             if event is NEED_DATA:
                 now = time.monotonic()
-                if (
-                    conn.phase == _IDLE
-                    and not conn.site.is_uwsgi
-                    and not parser.at_message_boundary
-                ):
+                if conn.phase == _IDLE and not parser.at_message_boundary:
                     conn.phase = _HEAD
                     conn.deadline = now + config.head_timeout
                 elif conn.phase == _BODY:
@@ -512,31 +542,7 @@ class Worker:
                 self._hand_back(conn, in_thread)
                 return
             kind = type(event)
-            if kind is http1.RequestHead or kind is uwsgi.UwsgiRequest:
-                conn.head = event
-                conn.body = []
-                conn.body_size = 0
-                if kind is uwsgi.UwsgiRequest:
-                    if event.dropped:
-                        self._warn_uwsgi_vars(event.dropped)
-                    if not event.content_length:
-                        continue
-                    expect_continue = False
-                elif not event.has_body:
-                    continue  # the EndOfMessage follows at once
-                else:
-                    expect_continue = event.expect_continue
-                if expect_continue or (
-                    event.content_length is not None
-                    and event.content_length > config.post_buffering
-                ):
-                    # Stream it: the app's reads pull the body (and send the 100 first).
-                    if self._run_request(conn, in_thread, streaming=True):
-                        continue
-                    return
-                conn.phase = _BODY
-                conn.deadline = time.monotonic() + config.socket_timeout
-            elif kind is Data:
+            if kind is Data:
                 conn.body.append(event.data)
                 conn.body_size += len(event.data)
                 if conn.body_size > config.post_buffering:
@@ -547,12 +553,28 @@ class Worker:
                 if self._run_request(conn, in_thread, streaming=False):
                     continue
                 return
-            elif kind is ConnectionClosed:
+            elif kind is ConnectionClosed or event is PAUSED:
+                # PAUSED cannot happen here (_after_request restarts the parser): close.
                 self._close(conn)
                 return
-            else:  # PAUSED cannot happen here: _after_request restarts the parser
-                self._close(conn)
-                return
+            else:  # a request: its head (HTTP) or its vars (uwsgi)
+                conn.head = event
+                conn.body = []
+                conn.body_size = 0
+                if event.dropped:
+                    self._warn_dropped(conn.site.protocol, event.dropped)
+                if not event.has_body:
+                    continue  # the EndOfMessage follows at once
+                if event.expect_continue or (
+                    event.content_length is not None
+                    and event.content_length > config.post_buffering
+                ):
+                    # Stream it: the app's reads pull the body (and send the 100 first).
+                    if self._run_request(conn, in_thread, streaming=True):
+                        continue
+                    return
+                conn.phase = _BODY
+                conn.deadline = time.monotonic() + config.socket_timeout
 
     def _run_request(self, conn, in_thread: bool, streaming: bool) -> bool:
         """Run (or queue) the request; True when the caller goes on with the next one."""
@@ -624,7 +646,7 @@ class Worker:
         # idle deadline: a request that arrives on it is answered with "Connection: close".
         if conn.phase == _FLUSH:
             return False  # the loop continues this connection once its answer is out
-        if conn.phase != _BUSY or conn.site.is_uwsgi or not parser.message_complete:
+        if conn.phase != _BUSY or not parser.message_complete:
             if conn.phase != _LINGER:
                 self._close(conn)
             return False
@@ -637,50 +659,24 @@ class Worker:
 
     def _serve(self, conn, streaming: bool) -> None:
         """Run the app for the request whose head (and maybe body) the connection holds."""
-        head = conn.head
-        config = self.config
+        request = conn.head
         start = time.monotonic()
         conn.requests += 1
-        site = conn.site
-        if site.is_uwsgi:
-            environ = uwsgi_environ(site.environ, head.vars, conn.peer)
-            path_info = environ["PATH_INFO"]
-            expect_continue = False
-        else:
-            path, query, authority = split_target(head.target)
-            path_info = decode_path(path)
-            environ = None
-            expect_continue = head.expect_continue
-        split = mount_split(path_info, config.script_name)
-        if split is None:
-            self._simple_answer(conn, 404, "Not Found", "no application is mounted at this path")
-            return
-        if environ is None:
-            environ = http_environ(site.environ, head, split[1], query, authority, conn.peer)
-        else:
-            environ["PATH_INFO"] = split[1]
-        if split[0]:
-            environ["SCRIPT_NAME"] = split[0]
         body = conn.body
         if streaming:
             stream = BodyReader(
                 self._body_puller(conn, body),
-                self._continue_sender(conn) if expect_continue else None,
+                self._continue_sender(conn) if request.expect_continue else None,
             )
         elif body:
             stream = io.BytesIO(body[0] if len(body) == 1 else b"".join(body))
         else:
             stream = io.BytesIO()
-        environ["wsgi.input"] = stream
-        if not site.is_uwsgi and (
-            "HTTP_X_FORWARDED_FOR" in environ or "HTTP_X_FORWARDED_PROTO" in environ
-        ):
-            self._apply_forwarded(environ, conn.peer)
-        if site.is_uwsgi:
-            response = UwsgiResponse(conn, environ["REQUEST_METHOD"], config.socket_timeout)
-            response.defer = self.inline
-        else:
-            response = HttpResponse(conn, head, config.socket_timeout, self.alive, self.inline)
+        environ = build_environ(request, conn.site, conn.peer, stream)
+        if environ is None:
+            self._simple_answer(conn, 404, "no application is mounted at this path")
+            return
+        response = conn.site.protocol.response(request, conn.parser, conn.sink, self.alive)
         ident = 0
         if self._track_busy:  # for harakiri's report: which request each thread runs
             ident = threading.get_ident()
@@ -695,7 +691,7 @@ class Worker:
         try:
             run_app(self.app, environ, response)
         except PeerGone as exc:
-            parser_error = getattr(conn.parser, "_error", None)
+            parser_error = conn.parser.error
             if parser_error is not None and parser_error.status and not response.head_sent:
                 # Not a vanished client: its streamed body was malformed or too large.
                 self._reject(conn, parser_error)
@@ -720,7 +716,7 @@ class Worker:
             self.requests_served += 1
             if self.max_requests and self.requests_served >= self.max_requests:
                 self.retire(f"served {self.requests_served} requests (max-requests)")
-        if conn.out and conn.fd >= 0:
+        if conn.sink.out and conn.fd >= 0:
             self._await_flush(conn, response.keep_alive)
         elif not response.keep_alive:
             self._close(conn)
@@ -738,16 +734,15 @@ class Worker:
 
     def _on_writable(self, conn) -> None:
         try:
-            sent = conn.sock.send(conn.out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
+            left = conn.sink.write_pending()
+        except PeerGone as exc:
             error_log.debug("client %s went away: %s", conn.peer, exc)
             self._close(conn)
             return
-        del conn.out[:sent]
+        if left is None:
+            return
         conn.deadline = time.monotonic() + self.config.socket_timeout
-        if conn.out:
+        if left:
             return
         if not conn.flush_keep_alive:
             self._close(conn)
@@ -777,35 +772,17 @@ class Worker:
                 environ.get("REMOTE_ADDR") or "-",
             )
 
-    def _apply_forwarded(self, environ: dict, peer) -> None:
-        """X-Forwarded-For/-Proto, believed only from --forwarded-allow-ips peers (and unix
-        sockets, which only a local proxy can reach). The rightmost address is the one the
-        trusted proxy saw; anything to its left was written by the client."""
-        if peer is not None and not self._peer_in(peer[0], self.config.forwarded_allow_ips):
-            return
-        forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
-        if forwarded_for:
-            addr = forwarded_for.rpartition(",")[2].strip()
-            if addr:
-                environ["REMOTE_ADDR"] = addr
-                environ["REMOTE_PORT"] = "0"
-        proto = environ.get("HTTP_X_FORWARDED_PROTO", "").rpartition(",")[2].strip().lower()
-        if proto in ("http", "https"):
-            environ["wsgi.url_scheme"] = proto
-
-    def _warn_uwsgi_vars(self, names) -> None:
-        new = set(names) - self._warned_uwsgi_vars
+    def _warn_dropped(self, protocol, names) -> None:
+        """Fields a peer sent that the parser refused to pass on: one warning per new name."""
+        new = set(names) - self._warned_dropped
         if new:
-            self._warned_uwsgi_vars |= new
-            error_log.warning(
-                "ignored uwsgi vars from the peer (they never select code or environment): %s",
-                ", ".join(sorted(new)),
-            )
+            self._warned_dropped |= new
+            error_log.warning(protocol.dropped_warning, ", ".join(sorted(new)))
 
     def _body_puller(self, conn, buffered):
         parser = conn.parser
         pending = list(buffered)
-        timeout = self.config.socket_timeout
+        recv = conn.sink.recv
 
         def pull() -> bytes:
             if pending:
@@ -818,7 +795,7 @@ class Worker:
                 if type(event) is Data:
                     return event.data
                 if event is NEED_DATA:
-                    parser.receive_data(recv_wait(conn.sock, timeout))
+                    parser.receive_data(recv())
                     continue
                 return b""  # EndOfMessage (or PAUSED after it)
 
@@ -827,12 +804,12 @@ class Worker:
     def _continue_sender(self, conn):
         def send_continue() -> None:
             if not conn.parser.message_complete:
-                send_all(conn.sock, http1.CONTINUE_RESPONSE, self.config.socket_timeout)
+                conn.sink.send_all(conn.site.protocol.continue_response)
 
         return send_continue
 
     def _app_failed(self, conn, response, environ, exc) -> None:
-        parser_error = getattr(conn.parser, "_error", None)
+        parser_error = conn.parser.error
         if response.head_sent:
             error_log.error(
                 "error after the response head was sent for %s %s; closing the connection\n%s",
@@ -858,30 +835,23 @@ class Worker:
                 traceback.format_exc().rstrip(),
             )
         response.status = "500 Internal Server Error"
-        self._simple_answer(conn, 500, "Internal Server Error", "Internal Server Error")
+        self._simple_answer(conn, 500, "Internal Server Error")
 
-    def _simple_answer(self, conn, status: int, reason: str, message: str) -> None:
+    def _simple_answer(self, conn, status: int, message: str) -> None:
         """A short plain-text answer, then close (the connection state is unknown)."""
         try:
-            send_all(
-                conn.sock,
-                http1.error_response(status, reason, message, date_cache.get()),
-                self.config.socket_timeout,
-            )
+            conn.sink.send_all(conn.site.protocol.error_answer(status, message))
         except PeerGone:
             pass
         self._linger(conn)
 
     def _reject(self, conn, exc: ProtocolError) -> None:
         """A protocol error: answer its status (if any) and close, never parse further."""
-        if conn.site.is_uwsgi:
-            error_log.warning("bad uwsgi packet from %s: %s", conn.peer or "unix peer", exc)
-        else:
-            error_log.debug("bad request from %s: %s", conn.peer, exc)
+        protocol = conn.site.protocol
+        level = logging.WARNING if protocol.loud_rejections else logging.DEBUG
+        error_log.log(level, "%s from %s: %s", protocol.rejection, conn.peer or "unix peer", exc)
         if exc.status:
-            body = http1.error_response(
-                exc.status, _REASONS.get(exc.status, "Bad Request"), str(exc), date_cache.get()
-            )
+            body = protocol.error_answer(exc.status, str(exc))
             try:
                 conn.sock.send(body)  # once, without waiting: a hostile peer gets no more
             except OSError:
@@ -924,17 +894,17 @@ class Worker:
             phase = conn.phase
             if phase == _BUSY or now < conn.deadline:
                 continue
-            if phase == _FLUSH and _unsent_shrank(conn):
+            if phase == _FLUSH and conn.sink.kernel_queue_shrank():
                 # The client reads, slowly: the kernel wakes us only when a third of its
                 # buffer is free, so progress is measured in its queue, not our sends.
                 conn.deadline = now + self.config.socket_timeout
                 continue
             if phase in (_HEAD, _BODY):
                 error_log.debug("request from %s timed out; closing", conn.peer)
+                answer = conn.site.protocol.timeout_answer()
                 try:
-                    conn.sock.send(
-                        http1.error_response(408, "Request Timeout", extra=date_cache.get())
-                    )
+                    if answer:
+                        conn.sock.send(answer)
                 except OSError:
                     pass
             self._close(conn)
