@@ -309,26 +309,13 @@ class UwsgiParser:
         return Data(chunk if len(chunk) == remaining else chunk[:remaining])
 
 
-def response_head(status: str, headers: list) -> bytes:
-    """Serialise a status line and header fields as nginx's uwsgi module expects.
-
-    nginx parses the answer of a uwsgi upstream as an HTTP/1.x response head, so this is
-    one: `HTTP/1.1 <status>`, the fields, a blank line. The caller has validated the status
-    and headers (PEP 3333 latin-1 strs without CR or LF); framing is close-delimited, so no
-    Content-Length or Transfer-Encoding is added here.
-    """
-    parts = ["HTTP/1.1 ", status, "\r\n"]
-    for name, value in headers:
-        parts += (name, ": ", value, "\r\n")
-    parts.append("\r\n")
-    return "".join(parts).encode("latin-1")
-
-
 def frame_response(
     method: str, status: str, headers: list, known_length: int | None
 ) -> ResponseFrame:
-    """The answer to a uwsgi request: the body rules are `framing.body_framing`'s, never
-    chunked (nginx reads a uwsgi answer as HTTP/1.0), with Content-Length when known, else
+    """The answer to a uwsgi request, serialised as nginx's uwsgi module reads it: an
+    HTTP/1.x head (`HTTP/1.1 <status>`, the fields, a blank line; `headers` are PEP 3333
+    latin-1 strs the gateway validated). The body rules are `framing.body_framing`'s, never
+    chunked (nginx reads a uwsgi answer as HTTP/1.0): Content-Length when known, else
     delimited by the close that ends every uwsgi connection anyway."""
     fields, content_length = app_fields(headers)
     body_mode, content_length = body_framing(

@@ -38,7 +38,7 @@ from .sink import RECV_SIZE, Sink
 from .watchdog import Watchdog
 from .wsgi import AppError, build_environ, check_app, run_app
 
-EXIT_BOOT_FAILED = 3  # a worker that could not import the app (or failed its check) exits so
+EXIT_BOOT_FAILED = 3  # the exit code of a worker whose app did not import or failed its check
 _EPOLLIN = select.EPOLLIN
 _ONESHOT = select.EPOLLONESHOT
 _LINGER_SECONDS = 2.0  # after an error answer, read and discard what the client still sends
