@@ -7,7 +7,8 @@ message ends it answers `PAUSED` until the server has answered and calls
 the connection can never let a second one through. Every violation raises `ProtocolError`
 carrying the status to answer; the parser is then dead and the connection must close.
 
-`frame_response` decides how a response body is delimited and serialises its head.
+`frame_response` serialises a response head around `framing.body_framing`; `HTTP` is this
+module behind the one face the worker knows (`framing.ProtocolAdapter`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,23 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from .abnf import TOKEN
+from .abnf import token as _token
 from .errors import ProtocolError
 from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
+from .framing import (
+    BODY_CHUNKED,
+    BODY_UNTIL_CLOSE,
+    Response,
+    ResponseFrame,
+    app_fields,
+    body_framing,
+    date_cache,
+    error_response,
+    reason,
+)
 
-# --- Grammar (RFC 9110 §5.6.2, RFC 9112 §3 and §5), compiled once ----------------------------
-TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+# --- Grammar (RFC 9112 §3 and §5; the token rule is abnf's), compiled once ------------------
 # request-line = method SP request-target SP HTTP-version. The target is any run of visible
 # bytes: obs-text (0x80-0xFF) is let through as nginx does, it reaches PATH_INFO as latin-1.
 _request_line = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/([0-9])\.([0-9])")
@@ -30,14 +43,31 @@ _request_line = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/([0
 _field_line = re.compile(
     rb"(" + TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*)?)"
 )
-_token = re.compile(TOKEN)
+# --- request-target (RFC 9112 §3.2) and Host (RFC 9110 §7.2), RFC 3986 §3.2.2 and §3.2.3 ---
+# reg-name = *( unreserved / pct-encoded / sub-delims ); an IP-literal is an IPv6 address or
+# an IPvFuture in brackets; port = *DIGIT. Host = uri-host [ ":" port ].
+_REG_NAME = rb"(?:[-0-9A-Za-z._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*"
+_IP_LITERAL = rb"\[(?:[0-9A-Fa-f:.]+|[vV][0-9A-Fa-f]+\.[-0-9A-Za-z._~!$&'()*+,;=:]+)\]"
+_URI_HOST = rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb")"
+_host_value = re.compile(_URI_HOST + rb"(?::[0-9]*)?")
+# authority-form = uri-host ":" port (§3.2.3): the port is not optional, the host not empty.
+_authority_form = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb"):[0-9]+")
+# absolute-form = absolute-URI (§3.2.2); its scheme, per RFC 3986 §3.1.
+_scheme = re.compile(rb"[A-Za-z][-+.0-9A-Za-z]*:")
+# An http(s) URI: "//" authority, then a path, query or nothing (RFC 9110 §4.2.1-4.2.2).
+_http_uri = re.compile(rb"(?i:https?)://([^/?#]*)(?:[/?#].*)?", re.DOTALL)
 # A line ending that is not CRLF: a bare LF, or a CR followed by anything but LF (§2.2).
 _bad_line_ending = re.compile(rb"(?<!\r)\n|\r[^\n]")
-# chunk = chunk-size [ chunk-ext ] CRLF; extensions are parsed only to be skipped (§7.1.1).
+# chunk = chunk-size [ chunk-ext ] CRLF; extensions are parsed only to be skipped (§7.1.1):
+# chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ). Whitespace is
+# allowed around ";" and "=" only: none after the size or a value, before the CRLF.
+# quoted-string (RFC 9110 §5.6.4): qdtext is HTAB, SP, VCHAR but '"' and "\\", obs-text; a
+# quoted-pair escapes HTAB, SP, VCHAR or obs-text, never a CTL.
+_QUOTED_STRING = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_EXT_VALUE = rb"(?:" + TOKEN + rb"|" + _QUOTED_STRING + rb")"
 _chunk_size_line = re.compile(
     rb"([0-9A-Fa-f]{1,16})"
-    rb"(?:[ \t]*;[ \t]*" + TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + TOKEN + rb'|"(?:[^"\\\r\n]|\\.)*"))?)*'
-    rb"[ \t]*"
+    rb"(?:[ \t]*;[ \t]*" + TOKEN + rb"(?:[ \t]*=[ \t]*" + _CHUNK_EXT_VALUE + rb")?)*"
 )
 _digits = re.compile(rb"[0-9]+")
 
@@ -67,6 +97,10 @@ class RequestHead(NamedTuple):
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
+
+    # The rest of the request face every protocol shows (framing.ProtocolAdapter).
+    vars = None  # an HTTP request carries fields, not CGI variables
+    dropped = ()  # the parser passes every field on (the gateway decides what the app sees)
 
 
 class Limits(NamedTuple):
@@ -101,6 +135,7 @@ class RequestParser:
         "_error",
         "_empty_lines",
         "_head",
+        "_method",
     )
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS):
@@ -115,6 +150,7 @@ class RequestParser:
         self._error: ProtocolError | None = None
         self._empty_lines = 0
         self._head = None  # the head being parsed, while it is parsed (for _fail)
+        self._method: bytes | None = None  # of the current request, once known
 
     # -- input -------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -135,14 +171,33 @@ class RequestParser:
         return self._state == _HEAD and not self._buf
 
     @property
+    def error(self) -> ProtocolError | None:
+        """The error that ended this connection's parsing, or None."""
+        return self._error
+
+    @property
     def message_complete(self) -> bool:
         """True once the current request's body has been read to its end."""
         return self._state in (_END, _PAUSED)
+
+    @property
+    def request_is_head(self) -> bool:
+        """True when the request being read, answered or refused is a HEAD request.
+
+        Any answer to HEAD, an error included, carries no content (RFC 9110 §9.3.2): the
+        client reads none, and would take the bytes for the next response. Before its head
+        is complete (a 408, a 414), a request is HEAD when its line starts "HEAD ".
+        """
+        method = self._method
+        if method is None:
+            return self._state == _HEAD and self._buf.startswith(b"HEAD ")
+        return method == b"HEAD"
 
     def start_next_request(self) -> None:
         """The response to the previous request is done; parse the next one."""
         if self._state != _PAUSED and self._state != _END:
             raise RuntimeError("start_next_request() before the message ended")
+        self._method = None
         self._state = _HEAD
         self._scanned = 0
         self._body_seen = 0
@@ -168,11 +223,15 @@ class RequestParser:
 
     def _fail(self, message: str, status: int = 400):
         head = self._head
+        if self._method is None:  # remembered for request_is_head: the buffer may go on
+            line = head if head is not None else self._buf if self._state == _HEAD else b""
+            self._method = b"HEAD" if line.startswith(b"HEAD ") else b""
         if head is not None:
             # A line ending that is not CRLF came before whatever else is wrong with this
             # head: a byte-at-a-time reader would have stopped there, so we do too.
+            # The head was cut before its CRLF CRLF: a CR at its very end is a CR CR LF.
             self._head = None
-            if _bad_line_ending.search(head):
+            if _bad_line_ending.search(head) or head.endswith(b"\r"):
                 message, status = "line ending is not CRLF", 400
         self._state = _DEAD
         self._error = ProtocolError(message, status)
@@ -220,9 +279,11 @@ class RequestParser:
                 self._fail("line ending is not CRLF")
             self._fail("malformed request line")
         method, target, major, minor = match.groups()
+        self._method = method
         if major != b"1" or minor not in (b"0", b"1"):
             self._fail("HTTP version not supported", 505)
         http_version = "1.1" if minor == b"1" else "1.0"
+        self._check_target(method, target)
 
         headers = []
         append = headers.append
@@ -255,6 +316,9 @@ class RequestParser:
                 connection = connection + b"," + value if connection else value
             elif name == b"host":
                 host_count += 1
+                # RFC 9112 §3.2: a Host field with an invalid value is a 400.
+                if not _host_value.fullmatch(value):
+                    self._fail("invalid Host field value")
             elif name == b"expect":
                 expect = value
 
@@ -306,6 +370,41 @@ class RequestParser:
             chunked,
             expect_continue,
         )
+
+    def _check_target(self, method: bytes, target: bytes) -> None:
+        """The request-target must take one of the four forms of RFC 9112 §3.2, the one its
+        method allows; otherwise 400 (§3.2: "SHOULD respond with a 400").
+
+        forklift does not tunnel, so a well-formed CONNECT is refused with 501 (RFC 9110
+        §9.1: a method the origin server does not implement) and the connection closed:
+        the bytes after its head would be the tunnel, never a request.
+        """
+        if method == b"CONNECT":
+            # §3.2.3: CONNECT, and only CONNECT, uses the authority-form, host ":" port.
+            if not _authority_form.fullmatch(target) or target[:1] == b":":
+                self._fail("CONNECT needs an authority-form target (host:port)")
+            self._fail("CONNECT is not implemented: forklift does not tunnel", 501)
+        if target[:1] == b"/":
+            return  # origin-form (§3.2.1): absolute-path [ "?" query ]
+        if target == b"*":
+            # §3.2.4: the asterisk-form is only for a server-wide OPTIONS.
+            if method != b"OPTIONS":
+                self._fail("the asterisk-form target is only for OPTIONS")
+            return
+        if not _scheme.match(target):
+            self._fail("invalid request-target")
+        # §3.2.2: the absolute-form. Not a proxy, forklift serves http and https URIs only.
+        m = _http_uri.fullmatch(target)
+        if m is None:
+            self._fail("absolute-form target is not an http or https URI")
+        authority = m.group(1)
+        if b"@" in authority:
+            # RFC 9110 §4.2.4: userinfo in an http URI from a client is to be treated as an
+            # error (it hides the real host from whoever reads the URI).
+            self._fail("userinfo in an absolute-form target")
+        # RFC 9110 §4.2.1: an http URI with an empty host is invalid and MUST be rejected.
+        if authority[:1] in (b"", b":") or not _host_value.fullmatch(authority):
+            self._fail("invalid authority in an absolute-form target")
 
     def _head_incomplete(self):
         buf = self._buf
@@ -368,6 +467,9 @@ class RequestParser:
                 if _token.fullmatch(coding):
                     self._fail("unknown transfer coding", 501)
                 self._fail("malformed Transfer-Encoding")
+        if codings.count(b"chunked") > 1:
+            # RFC 9112 §6.1: a sender MUST NOT apply chunked more than once.
+            self._fail("chunked applied more than once")
         if codings[-1] != b"chunked":
             # RFC 9112 §6.3 ¶4: the length of such a request cannot be determined.
             self._fail("Transfer-Encoding does not end with chunked")
@@ -492,20 +594,7 @@ def _take(buf: bytearray, limit: int) -> bytes:
 
 
 # --- Responses ------------------------------------------------------------------------------
-#: How a response body is delimited on the wire.
-BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_UNTIL_CLOSE = "none", "length", "chunked", "close"
-
-# Header names the server owns: an app's values for these are replaced or checked, not copied.
-_HOP_BY_HOP = frozenset(("connection", "transfer-encoding", "keep-alive"))
-
-
-class ResponseFrame(NamedTuple):
-    """The decided framing of one response: its serialised head, body mode and fate."""
-
-    head: bytes
-    body_mode: str
-    content_length: int | None
-    keep_alive: bool
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def status_code(status: str) -> int:
@@ -527,73 +616,73 @@ def frame_response(
     `headers` are (str, str) pairs the caller validated. `known_length` is the body length
     when the server knows it without a Content-Length header (a one-element body).
     `keep_alive` False forces `Connection: close`. `extra` is pre-serialised header lines
-    (Date, Server) the caller adds. Rules: RFC 9112 §6.1-6.3 and §9.
+    (Date, Server) the caller adds. The body rules are `framing.body_framing`'s; this adds
+    what HTTP/1.x says about the connection (RFC 9112 §9).
     """
-    code = int(status[:3])
-    is_head = request is not None and request.method == "HEAD"
     http10 = request is None or request.http_version == "1.0"
     keep_alive = keep_alive and request is not None and request.keep_alive
-
-    lines = []
-    content_length = None
-    for name, value in headers:
-        lname = name.lower()
-        if lname == "content-length":
-            content_length = int(value) if (value.isascii() and value.isdigit()) else None
-            if content_length is None:
-                raise ValueError(f"Content-Length from the app is not a number: {value!r}")
-            continue  # written once, below, where the framing decides it
-        if lname in _HOP_BY_HOP:
-            continue  # the server decides how the connection and body are framed
-        lines.append(f"{name}: {value}\r\n")
-
-    if code < 200 or code == 204 or code == 304:
-        body_mode = BODY_NONE
-        if code < 200 or code == 204:
-            content_length = None  # RFC 9110 §8.6: not sent in 1xx or 204
-    elif is_head:
-        body_mode = BODY_NONE
-        if content_length is None and known_length is not None:
-            content_length = known_length
-    elif content_length is not None:
-        body_mode = BODY_LENGTH
-    elif known_length is not None:
-        body_mode = BODY_LENGTH
-        content_length = known_length
-    elif not http10 and keep_alive:
-        body_mode = BODY_CHUNKED
-    else:
-        body_mode = BODY_UNTIL_CLOSE
+    fields, content_length = app_fields(headers)
+    body_mode, content_length = body_framing(
+        int(status[:3]),
+        request is not None and request.method == "HEAD",
+        content_length,
+        known_length,
+        not http10 and keep_alive,
+    )
+    if body_mode == BODY_UNTIL_CLOSE:
         keep_alive = False
-
-    if content_length is not None and (code >= 200 and code != 204):
-        lines.append(f"Content-Length: {content_length}\r\n")
+    if content_length is not None:
+        fields += f"Content-Length: {content_length}\r\n"
     if body_mode == BODY_CHUNKED:
-        lines.append("Transfer-Encoding: chunked\r\n")
+        fields += "Transfer-Encoding: chunked\r\n"
     if not keep_alive:
-        lines.append("Connection: close\r\n")
+        fields += "Connection: close\r\n"
     elif http10:
-        lines.append("Connection: keep-alive\r\n")
-
+        fields += "Connection: keep-alive\r\n"
     # RFC 9110 §6.2: answer with the highest version we conform to, even to HTTP/1.0.
-    head = b"HTTP/1.1 " + (status + "\r\n" + "".join(lines)).encode("latin-1") + extra + _CRLF
+    head = b"HTTP/1.1 " + (status + "\r\n" + fields).encode("latin-1") + extra + _CRLF
     return ResponseFrame(head, body_mode, content_length, keep_alive)
 
 
-def error_response(status: int, reason: str, message: str = "", extra: bytes = b"") -> bytes:
-    """A complete, self-contained error response that closes the connection."""
-    body = (message or reason).encode("latin-1", "replace") + b"\n"
-    return (
-        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-        b"Connection: close\r\n%s\r\n%s"
-        % (status, reason.encode("latin-1"), len(body), extra, body)
-    )
+class HttpResponse(Response):
+    """An HTTP/1.x answer: a Date header, chunked when the length is unknown and the
+    client keeps the connection, `Connection` as the request and the server decide."""
+
+    __slots__ = ()
+
+    def frame(self, status: str, headers: list, known_length: int | None) -> ResponseFrame:
+        return frame_response(
+            self.request,
+            status,
+            headers,
+            known_length=known_length,
+            keep_alive=self.keep_alive,
+            extra=date_cache.get(),
+        )
 
 
-def chunk(data: bytes) -> bytes:
-    """One chunk of a chunked body."""
-    return b"%x\r\n%s\r\n" % (len(data), data)
+class HTTP:
+    """HTTP/1.x behind the worker's one protocol face (`framing.ProtocolAdapter`)."""
 
+    name = "http"
+    rejection = "bad request"
+    loud_rejections = False  # a client's mistake (or a scanner): not worth a warning
+    continue_response = CONTINUE_RESPONSE
+    dropped_warning = "ignored header fields: %s"  # never logged: the parser drops none
 
-LAST_CHUNK = b"0\r\n\r\n"
-CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+    def __init__(self, limits: Limits = DEFAULT_LIMITS):
+        self.limits = limits
+
+    def new_parser(self) -> RequestParser:
+        return RequestParser(self.limits)
+
+    def response(self, request, parser, sink, keep_alive: bool) -> HttpResponse:
+        return HttpResponse(request, parser, sink, keep_alive)
+
+    def error_answer(self, status: int, message: str = "", *, head_only: bool = False) -> bytes:
+        return error_response(
+            status, reason(status), message, date_cache.get(), head_only=head_only
+        )
+
+    def timeout_answer(self, *, head_only: bool = False) -> bytes:
+        return error_response(408, reason(408), extra=date_cache.get(), head_only=head_only)

@@ -16,8 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from .errors import StoreUnavailable
 from .history import PRUNE_BATCH, SECONDS_PER_DAY
-from .store import StoreUnavailable
 
 log = logging.getLogger("gameprogress")
 

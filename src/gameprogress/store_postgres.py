@@ -26,9 +26,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import migrations, reports_sql
+from .errors import StoreUnavailable
 from .history import SECONDS_PER_DAY, SECONDS_PER_HOUR, DateRange, Event
 from .model import RECENT_WINDOW_SECONDS, DeviceRecord, Stats, histogram_from_rows
-from .store import StoreUnavailable
 
 T = TypeVar("T")
 log = logging.getLogger("gameprogress")

@@ -24,9 +24,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from . import migrations, reports_sql
+from .errors import StoreUnavailable
 from .history import SECONDS_PER_HOUR, DateRange, Event
 from .model import RECENT_WINDOW_SECONDS, DeviceRecord, Stats, histogram_from_rows
-from .store import StoreUnavailable
 
 log = logging.getLogger("gameprogress")
 
