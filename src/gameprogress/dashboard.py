@@ -46,7 +46,7 @@ def _page(name: str, status: int = 200, message: str = "") -> Response:
     text = _asset(name).replace("{message}", html.escape(message))
     response = Response(text, status=status, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
-    return response
+    return _secure_headers(response)
 
 
 def _secure_headers(response: Response) -> Response:
@@ -57,23 +57,24 @@ def _secure_headers(response: Response) -> Response:
     return response
 
 
+def _see_other(location: str) -> Response:
+    return _secure_headers(redirect(location, code=303))
+
+
 def register_dashboard(app: Flask) -> None:
-    @app.after_request
-    def dashboard_headers(response: Response) -> Response:
-        if request.path.startswith("/dashboard"):
-            _secure_headers(response)
-        return response
+    # The headers are set by each view rather than by an after_request hook, which would run
+    # on every game client's request too.
 
     @app.get("/dashboard")
     def dashboard() -> Response:
         if not admin_allowed():
-            return redirect("/dashboard/login", code=303)
+            return _see_other("/dashboard/login")
         return _page("dashboard.html")
 
     @app.get("/dashboard/login")
     def login_form() -> Response:
         if admin_allowed():
-            return redirect("/dashboard", code=303)
+            return _see_other("/dashboard")
         return _page("login.html")
 
     @app.post("/dashboard/login")
@@ -84,7 +85,7 @@ def register_dashboard(app: Flask) -> None:
         token = request.form.get("token", "")
         if not auth.token_matches(token):
             return _page("login.html", 401, "That is not the admin token.")
-        response = redirect("/dashboard", code=303)
+        response = _see_other("/dashboard")
         response.set_cookie(
             SESSION_COOKIE,
             auth.new_session(),
@@ -100,7 +101,7 @@ def register_dashboard(app: Flask) -> None:
     def logout() -> Response:
         if current_app.extensions["gameprogress"].auth is None:
             raise NotFound()
-        response = redirect("/dashboard/login", code=303)
+        response = _see_other("/dashboard/login")
         response.delete_cookie(
             SESSION_COOKIE, path="/", httponly=True, samesite="Strict", secure=request.is_secure
         )
@@ -112,4 +113,4 @@ def register_dashboard(app: Flask) -> None:
             raise NotFound()
         response = Response(_asset(name), mimetype=_STATIC[name])
         response.headers["Cache-Control"] = "no-cache"  # revalidate: a deploy changes them
-        return response
+        return _secure_headers(response)
