@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .wire import count_responses, request
+from support.wire import count_responses, request
 
 
 def _echo_json(resp) -> dict:
