@@ -232,7 +232,8 @@ class TestConcurrency:
         stuck = server.connect()
         try:
             stuck.send(request("GET", "/?chunks=20000&size=4096"))  # 80 MB, never read
-            time.sleep(0.3)
+            # its answer has begun: a thread now writes to a client that does not read
+            assert stuck.sock.recv(1, socket.MSG_PEEK), "no answer began"
             for _ in range(5):
                 t0 = time.monotonic()
                 resp = server.exchange(request("GET", "/?chunks=2&size=10"))

@@ -53,12 +53,14 @@ class Forklift:
         chdir: Path | None = APPS,
         pidfile: bool = False,
         error_log: Path | None = None,
+        cwd: Path | None = None,
     ):
         self.dir = Path(directory)
         self.app = app
         self.options = list(options)
         self.listen = list(listen)
         self.chdir = chdir
+        self.cwd = cwd  # where the command runs (an ini file's relative paths start there)
         self.env = dict(env or {})
         self.stdout_path = self.dir / "stdout.log"
         self.stderr_path = self.dir / "stderr.log"
@@ -67,7 +69,8 @@ class Forklift:
         self.rundir = tempfile.mkdtemp(prefix="fk-") if pidfile else None
         self.pidfile = os.path.join(self.rundir, "fk.pid") if self.rundir else None
         self.proc: subprocess.Popen | None = None
-        self.addresses: list = []  # (family, address) per listener, in the order logged
+        self.listeners: list = []  # (address text, protocol) per listener, in the order logged
+        self.addresses: list = []  # (family, address) per listener
         self.protocols: list = []  # "http" or "uwsgi" per listener
         self.returncode: int | None = None
         self.known_workers: set[int] = set()
@@ -97,7 +100,7 @@ class Forklift:
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
                 self.command(), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                env=self.environment(),
+                env=self.environment(), cwd=self.cwd,
             )  # fmt: skip
         return self
 
@@ -126,23 +129,24 @@ class Forklift:
             return found[:expected] if len(found) >= expected else None
 
         found = wait_until(listening, timeout, what="the 'listening on' line(s)")
+        self.listeners = found
         self.addresses = [_address(text) for text, _protocol in found]
         self.protocols = [protocol for _text, protocol in found]
 
-    def terminate(self) -> None:
-        """Ask for a graceful stop without waiting (stop() then waits)."""
+    def terminate(self, sig: int = signal.SIGTERM) -> None:
+        """Ask for a (graceful) stop without waiting (stop() then waits)."""
         if self.proc is not None and self.proc.poll() is None and not self._terminated:
             self.known_workers.update(pid for pid, _ in proc_children(self.proc.pid))
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             self._terminated = True
 
-    def stop(self) -> int | None:
-        """TERM, bounded wait, KILL; then KILL any worker left behind, by its pid."""
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """`sig` (TERM), bounded wait, KILL; then KILL any worker left behind, by its pid."""
         proc = self.proc
         if proc is None:
             return self.returncode
         if proc.poll() is None:
-            self.terminate()
+            self.terminate(sig)
             try:
                 proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -191,6 +195,17 @@ class Forklift:
         family, address = found[index]
         assert family != socket.AF_UNIX
         return address[1]
+
+    def address(self, protocol: str, index: int = 0):
+        """(host, port) of the index-th TCP listener of `protocol`, or a unix socket's path;
+        a wildcard address is reached on the loopback."""
+        family, address = [
+            a for a, p in zip(self.addresses, self.protocols, strict=True) if p == protocol
+        ][index]
+        if family == socket.AF_UNIX:
+            return address
+        host = "127.0.0.1" if address[0] in ("0.0.0.0", "") else address[0]
+        return host, address[1]
 
     @property
     def url(self) -> str:
