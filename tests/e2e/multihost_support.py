@@ -37,6 +37,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from support import pid_alive
+
 SUBNET = "10.77.0"
 PREFIX_LEN = 24
 ADDRESSES = {"db": f"{SUBNET}.1", "a": f"{SUBNET}.2", "b": f"{SUBNET}.3", "nx": f"{SUBNET}.4"}
@@ -74,14 +76,11 @@ def run(*command: str, check: bool = True, timeout: float = 60) -> subprocess.Co
     return result
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _with_tests_on_path(environ) -> dict:
+    env = dict(environ)
+    tests = str(REPO / "tests")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))
+    return env
 
 
 def _netns_pids(ns: str) -> list[int]:
@@ -101,7 +100,7 @@ def _kill_netns_processes(ns: str) -> None:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
             time.sleep(0.05)
 
 
@@ -112,14 +111,14 @@ def remove_stale_namespaces() -> list[str]:
     for line in listing.splitlines():
         name = line.split()[0] if line.split() else ""
         m = re.fullmatch(rf"{NS_PREFIX}(\d+)-\w+", name)
-        if not m or _pid_alive(int(m.group(1))):
+        if not m or pid_alive(int(m.group(1))):
             continue
         _kill_netns_processes(name)
         run(IP, "netns", "del", name, check=False)
         removed.append(name)
     for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{TEMP_PREFIX}*")):
         m = re.match(rf"{TEMP_PREFIX}(\d+)-", os.path.basename(path))
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
@@ -464,7 +463,7 @@ class AppHost:
         if self.proc is not None:
             self.proc.wait(10)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
             time.sleep(0.02)
         return pids
 
@@ -726,6 +725,7 @@ class Cluster:
                 stderr=err,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=_with_tests_on_path(os.environ),  # the script imports `support` too
             )
         self.loadgens.append(proc)
         load = LoadRun(proc, out, run_dir / "stderr.log")
