@@ -37,7 +37,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support import pid_alive
+from support import pid_alive, wait_until
 
 SUBNET = "10.77.0"
 PREFIX_LEN = 24
@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 FORKLIFT = str(VENV_BIN / "forklift")
 IP = shutil.which("ip") or "/usr/sbin/ip"
+_HTTP_ERRORS = (OSError, http.client.HTTPException, TimeoutError)  # not answering yet
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 CLONE_NEWNET = 0x40000000
@@ -423,24 +424,19 @@ class AppHost:
 
     def wait_ready(self, timeout: float) -> None:
         """/healthz answers 200 from the nginx host, and the master has both workers."""
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(
                     f"forklift on {self.role} exited ({self.proc.returncode}):\n{self.log()}"
                 )
-            try:
-                status, _, body = http_in(self.probe_ns, self.address, APP_PORT, "GET", "/healthz")
-                last = f"{status} {body[:200]!r}"
-                if status == 200 and len(self.worker_pids()) >= 2:
-                    return
-            except (OSError, http.client.HTTPException, TimeoutError) as exc:
-                last = repr(exc)
-            time.sleep(0.1)
-        raise RuntimeError(
-            f"forklift on {self.role} not ready in {timeout} s ({last}):\n{self.log()}"
-        )
+            status, _, _ = http_in(self.probe_ns, self.address, APP_PORT, "GET", "/healthz")
+            return status == 200 and len(self.worker_pids()) >= 2
+
+        try:
+            wait_until(ready, timeout, interval=0.1, what="/healthz", ignoring=_HTTP_ERRORS)
+        except AssertionError as exc:
+            raise RuntimeError(f"forklift on {self.role} not ready: {exc}\n{self.log()}") from None
 
     def master_pid(self) -> int:
         return int(self.pidfile.read_text().strip())
@@ -462,9 +458,7 @@ class AppHost:
                 pass
         if self.proc is not None:
             self.proc.wait(10)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
-            time.sleep(0.02)
+        wait_until(lambda: not any(pid_alive(p) for p in pids), 5, what="the killed processes")
         return pids
 
     def reload(self) -> subprocess.CompletedProcess:
@@ -605,18 +599,17 @@ class Nginx:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+
+        def answering() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nginx exited ({self.proc.returncode}):\n{self.errors()}")
-            try:
-                status, _, _ = http_in(self.ns, ADDRESSES["nx"], NGINX_PORT, "GET", "/healthz")
-                if status == 200:
-                    return
-            except (OSError, http.client.HTTPException, TimeoutError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"nginx did not answer in 15 s:\n{self.errors()}")
+            status, _, _ = http_in(self.ns, ADDRESSES["nx"], NGINX_PORT, "GET", "/healthz")
+            return status == 200
+
+        try:
+            wait_until(answering, 15, interval=0.1, what="nginx", ignoring=_HTTP_ERRORS)
+        except AssertionError:
+            raise RuntimeError(f"nginx did not answer in 15 s:\n{self.errors()}") from None
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -178,17 +178,19 @@ class Nginx:
             stdout=subprocess.DEVNULL,
             stderr=open(self.dir / "nginx.stderr", "wb"),  # noqa: SIM115 - the child keeps it
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
+
+        def listening() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nginx exited with {self.proc.returncode}:\n{self.errors()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"nginx did not listen on {self.port}:\n{self.errors()}")
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+
+        try:
+            wait_until(listening, START_TIMEOUT, what="nginx to listen", ignoring=(OSError,))
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(f"nginx did not listen on {self.port}:\n{self.errors()}") from None
+        return self
 
     def stop(self) -> None:
         if self.proc is not None:
