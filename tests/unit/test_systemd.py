@@ -5,7 +5,6 @@ and stops gracefully; every argument written so systemd reads back exactly what 
 from __future__ import annotations
 
 import shlex
-import shutil
 import subprocess
 
 import pytest
@@ -115,7 +114,7 @@ def test_a_path_with_a_space_and_a_percent_survives(tmp_path):
     assert argv[argv.index("--chdir") + 1] == str(app.root / "current")
 
 
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+@pytest.mark.requires("systemd-analyze")
 def test_systemd_itself_accepts_the_unit(tmp_path):
     """`systemd-analyze verify` parses the unit as systemd would (no running systemd needed)."""
     app = AppDir(tmp_path / "site")
