@@ -59,7 +59,8 @@ class TestSlowloris:
             assert not rest or rest.startswith(b"HTTP/1.1 408 ")
         finally:
             slow.close()
-        assert served >= 10, "other clients were not served while the slow one dribbled"
+        # between any two of the slow client's bytes (a second apart), others were served
+        assert served > sent, f"{served} other requests while {sent} slow bytes dribbled"
         assert max(latencies) < 1.0, f"other clients waited up to {max(latencies):.2f}s"
 
     def test_idle_connection_without_a_byte_is_cut_off(self, servers, threads):
@@ -210,7 +211,6 @@ class TestConcurrency:
 
     def test_threads_run_the_app_concurrently(self, servers):
         server = servers.get("slow:app", "--threads", "4")
-        start = time.monotonic()
         answers: list = []
 
         def call():
@@ -222,7 +222,10 @@ class TestConcurrency:
         for t in workers:
             t.join(10)
         assert len(answers) == 4
-        assert time.monotonic() - start < 1.6, "four 0.5 s requests did not overlap"
+        # the app's own clock (monotonic is system-wide): the last one began before the first
+        # one ended, whatever the machine's speed
+        first_end = min(a["started"] + a["slept"] for a in answers)
+        assert max(a["started"] for a in answers) < first_end, "the four requests did not overlap"
         assert len({a["thread"] for a in answers}) == 4
 
     def test_a_client_that_stops_reading_holds_one_thread_only(self, servers):
