@@ -143,26 +143,25 @@ class Forklift:
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         """`sig` (TERM), bounded wait, KILL; then KILL any worker left behind, by its pid."""
         proc = self.proc
-        if proc is None:
-            return self.returncode
-        if proc.poll() is None:
-            self.terminate(sig)
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(STOP_TIMEOUT)
-        for pid in self.known_workers:
-            if pid != proc.pid and pid_alive(pid) and cmdline_has(pid, b"forklift"):
+        if proc is not None:
+            if proc.poll() is None:
+                self.terminate(sig)
                 try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                    proc.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(STOP_TIMEOUT)
+            for pid in self.known_workers:
+                if pid != proc.pid and pid_alive(pid) and cmdline_has(pid, b"forklift"):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            self.returncode = proc.returncode
+            self.proc = None
+            self._terminated = False
         if self.rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)
-        self.returncode = proc.returncode
-        self.proc = None
-        self._terminated = False
         return self.returncode
 
     close = stop
