@@ -116,6 +116,10 @@ class UwsgiParser:
     change nothing: datasize cannot exceed it). `max_body_size` None means unlimited.
     """
 
+    # The adapter face's `request_is_head`: the method is in the vars block, and nginx, the
+    # peer, drops the body of an answer to HEAD itself (RFC 9110 §9.3.2).
+    request_is_head = False
+
     __slots__ = (
         "_buffer_size",
         "_max_body_size",
@@ -358,11 +362,13 @@ class UWSGI:
     def response(self, request, parser, sink, keep_alive: bool) -> UwsgiResponse:
         return UwsgiResponse(request, parser, sink, False)
 
-    def error_answer(self, status: int, message: str = "") -> bytes:
+    def error_answer(self, status: int, message: str = "", *, head_only: bool = False) -> bytes:
         # nginx reads it as an HTTP answer and passes it to the client.
-        return error_response(status, reason(status), message, date_cache.get())
+        return error_response(
+            status, reason(status), message, date_cache.get(), head_only=head_only
+        )
 
-    def timeout_answer(self) -> None:
+    def timeout_answer(self, *, head_only: bool = False) -> None:
         return None  # nginx has its own uwsgi_read_timeout; a close is all it needs
 
 

@@ -616,8 +616,11 @@ class Worker:
 
     def _simple_answer(self, conn, status: int, message: str) -> None:
         """A short plain-text answer, then close (the connection state is unknown)."""
+        head_only = conn.parser.request_is_head  # RFC 9110 §9.3.2
         try:
-            conn.sink.send_all(conn.site.protocol.error_answer(status, message))
+            conn.sink.send_all(
+                conn.site.protocol.error_answer(status, message, head_only=head_only)
+            )
         except PeerGone:
             pass
         self._linger(conn)
@@ -628,7 +631,8 @@ class Worker:
         level = logging.WARNING if protocol.loud_rejections else logging.DEBUG
         error_log.log(level, "%s from %s: %s", protocol.rejection, conn.peer or "unix peer", exc)
         if exc.status:
-            body = protocol.error_answer(exc.status, str(exc))
+            head_only = conn.parser.request_is_head  # RFC 9110 §9.3.2
+            body = protocol.error_answer(exc.status, str(exc), head_only=head_only)
             try:
                 conn.sock.send(body)  # once, without waiting: a hostile peer gets no more
             except OSError:
@@ -678,7 +682,7 @@ class Worker:
                 continue
             if phase in (HEAD, BODY):
                 error_log.debug("request from %s timed out; closing", conn.peer)
-                answer = conn.site.protocol.timeout_answer()
+                answer = conn.site.protocol.timeout_answer(head_only=conn.parser.request_is_head)
                 try:
                     if answer:
                         conn.sock.send(answer)
