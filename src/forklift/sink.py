@@ -83,6 +83,7 @@ class Sink:
     """
 
     __slots__ = ("sock", "fd", "timeout", "defer", "out", "unsent")
+    can_sendfile = True  # the kernel may send file bytes as they are (no TLS layer here)
 
     def __init__(self, sock, timeout: float, defer: bool = False):
         self.sock = sock
