@@ -1,0 +1,141 @@
+"""TLS for listeners that serve HTTPS themselves: certificate files into an `ssl.SSLContext`,
+and the non-blocking server handshake the worker's event loop drives.
+
+Everything comes from Python's `ssl` module. A context is built once per generation (a HUP
+reload reads renewed certificate files); a file that is missing, unreadable, encrypted or
+does not match its partner stops the start with one line naming it.
+"""
+
+from __future__ import annotations
+
+import selectors
+import ssl
+from dataclasses import dataclass
+
+from .errors import ConfigError, PeerGone
+
+# Only HTTP/1.1 is spoken; advertising it lets clients that offer h2 settle at once.
+ALPN_PROTOCOLS = ("http/1.1",)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """What a TLS listener is configured with (uWSGI's `https = ADDR,CERT,KEY[,CIPHERS[,CA]]`).
+
+    `ca` asks clients for a certificate signed by it; `require_client_cert` (uWSGI writes the
+    CA as `!ca.crt`) refuses clients without one.
+    """
+
+    certfile: str
+    keyfile: str
+    ciphers: str | None = None
+    ca: str | None = None
+    require_client_cert: bool = False
+    key: str = "--https"  # the option it came from, for error messages
+
+
+def split_https(text: str, key: str = "https") -> tuple[str, TlsFiles]:
+    """`ADDR,CERT,KEY[,CIPHERS[,CA]]` into the address text and its TlsFiles."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) < 3 or len(parts) > 5 or not all(parts[:3]):
+        raise ConfigError(f"{key}: expected ADDR,CERT,KEY[,CIPHERS[,CA]], got {text!r}")
+    address, certfile, keyfile = parts[:3]
+    ciphers = parts[3] if len(parts) > 3 and parts[3] else None
+    ca = parts[4] if len(parts) > 4 and parts[4] else None
+    required = bool(ca and ca.startswith("!"))
+    if required:
+        ca = ca[1:]
+    return address, TlsFiles(certfile, keyfile, ciphers, ca, required, key)
+
+
+def _no_passphrase(*_args) -> bytes:
+    # Without this, OpenSSL would prompt on the terminal for an encrypted key and hang a
+    # daemon; a server started unattended cannot type one.
+    raise ValueError("encrypted")
+
+
+def build_context(files: TlsFiles) -> ssl.SSLContext:
+    """A server context for `files`; ConfigError (one line) when one of them is unusable."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # TLS 1.0 and 1.1 are deprecated by RFC 8996.
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.set_alpn_protocols(list(ALPN_PROTOCOLS))
+    for role, path in (("certificate", files.certfile), ("key", files.keyfile)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{files.key}: {role} file {path}: {exc.strerror}") from None
+    try:
+        ctx.load_cert_chain(files.certfile, files.keyfile, password=_no_passphrase)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{files.key}: {_explain(exc, files)}") from None
+    except ValueError:
+        raise ConfigError(
+            f"{files.key}: key file {files.keyfile} is encrypted (forklift cannot ask for a "
+            f"passphrase; decrypt it with `openssl pkey`)"
+        ) from None
+    if files.ciphers:
+        try:
+            ctx.set_ciphers(files.ciphers)
+        except ssl.SSLError:
+            raise ConfigError(
+                f"{files.key}: no cipher matches {files.ciphers!r} (an OpenSSL cipher list)"
+            ) from None
+    if files.ca:
+        try:
+            ctx.load_verify_locations(cafile=files.ca)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            raise ConfigError(f"{files.key}: CA file {files.ca}: {reason}") from None
+        ctx.verify_mode = ssl.CERT_REQUIRED if files.require_client_cert else ssl.CERT_OPTIONAL
+    return ctx
+
+
+def _explain(exc: ssl.SSLError, files: TlsFiles) -> str:
+    reason = exc.reason or str(exc)
+    if reason == "KEY_VALUES_MISMATCH":
+        return f"key file {files.keyfile} does not match certificate {files.certfile}"
+    if exc.library == "PEM" or reason in ("NO_START_LINE", "PEM_LIB"):
+        return (
+            f"certificate {files.certfile} or key {files.keyfile} is not a PEM file "
+            f"OpenSSL can read ({reason})"
+        )
+    return f"certificate {files.certfile} / key {files.keyfile}: {reason}"
+
+
+class TlsHandshakeError(PeerGone):
+    """The client broke off or botched the handshake; the connection is closed, one log line."""
+
+
+def accept_tls(ctx: ssl.SSLContext, sock) -> ssl.SSLSocket:
+    """Wrap a freshly accepted non-blocking socket; the handshake is then driven by
+    `handshake_step` from the event loop, never here (a slow client must not stall others)."""
+    return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+
+
+def handshake_step(tls_sock: ssl.SSLSocket) -> int:
+    """Advance the handshake as far as the bytes at hand allow.
+
+    Returns 0 when it is complete, else the selectors event to wait for (EVENT_READ or
+    EVENT_WRITE) before calling again. The caller bounds the whole by --head-timeout.
+    """
+    try:
+        tls_sock.do_handshake()
+    except ssl.SSLWantReadError:
+        return selectors.EVENT_READ
+    except ssl.SSLWantWriteError:
+        return selectors.EVENT_WRITE
+    except ssl.SSLError as exc:
+        raise TlsHandshakeError(f"TLS handshake failed: {exc.reason or exc}") from None
+    except OSError as exc:
+        # ECONNRESET, EPIPE, or a clean EOF in the middle (SSLEOFError is an SSLError above)
+        raise TlsHandshakeError(f"TLS handshake failed: {exc.strerror or exc}") from None
+    return 0
+
+
+def describe(tls_sock: ssl.SSLSocket) -> str:
+    """`TLSv1.3 TLS_AES_256_GCM_SHA384`: for the debug log of a finished handshake."""
+    cipher = tls_sock.cipher()
+    return f"{tls_sock.version()} {cipher[0] if cipher else '?'}"
