@@ -1,0 +1,134 @@
+"""systemd socket activation: LISTEN_FDS parsing and adopting passed sockets.
+
+The sockets here are real listening sockets made by the test, handed over by descriptor as
+systemd would hand them over.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from forklift.activation import adopt_listeners, passed_fds
+from forklift.config import PROTOCOL_HTTP, PROTOCOL_UWSGI, ListenAddress, parse_address
+from forklift.errors import ConfigError
+
+
+def test_passed_fds_reads_and_unsets_the_environment():
+    env = {"LISTEN_PID": "42", "LISTEN_FDS": "3", "LISTEN_FDNAMES": "web:uwsgi", "PATH": "/bin"}
+    assert passed_fds(env, pid=42) == [(3, "web"), (4, "uwsgi"), (5, "")]
+    assert env == {"PATH": "/bin"}  # children must not think the sockets are theirs
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"LISTEN_FDS": "1"},  # no LISTEN_PID: not for us
+        {"LISTEN_PID": "41", "LISTEN_FDS": "1"},  # for a process that did not exec us
+        {"LISTEN_PID": "42", "LISTEN_FDS": "0"},
+    ],
+)
+def test_passed_fds_for_someone_else_or_none(env):
+    env = dict(env)
+    assert passed_fds(env, pid=42) == []
+    assert "LISTEN_FDS" not in env
+
+
+def test_passed_fds_garbage_is_one_line():
+    with pytest.raises(ConfigError, match="LISTEN_FDS: expected a number"):
+        passed_fds({"LISTEN_PID": "42", "LISTEN_FDS": "lots"}, pid=42)
+
+
+def listening(host="127.0.0.1", family=socket.AF_INET):
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(8)
+    return sock
+
+
+def test_unconfigured_sockets_are_served_as_given_and_named_uwsgi_picks_the_protocol():
+    a, b = listening(), listening()
+    port_a, port_b = a.getsockname()[1], b.getsockname()[1]
+    fds = [(a.detach(), "web"), (b.detach(), "uwsgi")]
+    listeners, missing = adopt_listeners(
+        fds, [ListenAddress(PROTOCOL_HTTP, "127.0.0.1", 8000)], True
+    )
+    try:
+        assert missing == []  # the default 127.0.0.1:8000 is not bound as well
+        assert [(lst.address.protocol, lst.port) for lst in listeners] == [
+            (PROTOCOL_HTTP, port_a),
+            (PROTOCOL_UWSGI, port_b),
+        ]
+        assert all(lst.inherited and not lst.sock.getblocking() for lst in listeners)
+        assert not listeners[0].sock.get_inheritable()
+        # still listening: a client connects and is accepted
+        with socket.create_connection(("127.0.0.1", port_a), timeout=2):
+            listeners[0].sock.settimeout(2)
+            conn, _ = listeners[0].sock.accept()
+            conn.close()
+    finally:
+        for lst in listeners:
+            lst.sock.close()
+
+
+def test_configured_addresses_are_matched_and_keep_their_protocol():
+    a = listening()
+    port = a.getsockname()[1]
+    wild = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    wild.bind(("::", 0))
+    wild.listen(8)
+    wild_port = wild.getsockname()[1]
+    configured = [
+        parse_address(f":{wild_port}", PROTOCOL_HTTP),  # every interface matches [::]
+        parse_address(f"localhost:{port}", PROTOCOL_UWSGI, "--socket"),
+        parse_address("127.0.0.1:1", PROTOCOL_HTTP),  # not passed: forklift binds it itself
+    ]
+    listeners, missing = adopt_listeners([(a.detach(), ""), (wild.detach(), "")], configured, False)
+    try:
+        assert [lst.address for lst in listeners] == [configured[1], configured[0]]
+        assert missing == [configured[2]]
+    finally:
+        for lst in listeners:
+            lst.sock.close()
+
+
+def test_a_passed_socket_nobody_configured_stops_the_start():
+    a = listening()
+    fd = a.detach()
+    try:
+        with pytest.raises(ConfigError, match=r"passed a socket on 127\.0\.0\.1:\d+ but"):
+            adopt_listeners([(fd, "")], [parse_address("127.0.0.1:1", PROTOCOL_HTTP)], False)
+    finally:
+        socket.socket(fileno=fd).close()
+
+
+def test_a_socket_that_is_not_listening_is_refused(tmp_path):
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    fd = udp.detach()
+    try:
+        with pytest.raises(ConfigError, match="not a listening stream socket"):
+            adopt_listeners([(fd, "dns")], [], True)
+    finally:
+        socket.socket(fileno=fd).close()
+    not_socket = open(tmp_path / "f", "w")  # noqa: SIM115
+    try:
+        with pytest.raises(ConfigError, match="is not a socket"):
+            adopt_listeners([(not_socket.fileno(), "")], [], True)
+    finally:
+        not_socket.close()
+
+
+def test_unix_sockets_match_by_path(tmp_path):
+    path = str(tmp_path / "app.sock")
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    u.bind(path)
+    u.listen(4)
+    configured = [parse_address(f"unix:{path}", PROTOCOL_UWSGI)]
+    listeners, missing = adopt_listeners([(u.detach(), "")], configured, False)
+    try:
+        assert missing == [] and listeners[0].address == configured[0]
+    finally:
+        listeners[0].sock.close()
