@@ -22,16 +22,60 @@ PROTOCOL_UWSGI = "uwsgi"
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """What a TLS listener is configured with (uWSGI's `https = ADDR,CERT,KEY[,CIPHERS[,CA]]`).
+
+    `ca` asks clients for a certificate signed by it; `require_client_cert` (uWSGI writes the
+    CA as `!ca.crt`) refuses clients without one. The files are read by `tls.build_context`
+    at start and again by each new generation (a HUP picks up renewed certificates).
+    """
+
+    certfile: str
+    keyfile: str
+    ciphers: str | None = None
+    ca: str | None = None
+    require_client_cert: bool = False
+    key: str = "--https"  # the option it came from, for error messages
+
+
+def split_https(text: str, key: str = "https") -> tuple[str, TlsFiles]:
+    """`ADDR,CERT,KEY[,CIPHERS[,CA]]` into the address text and its TlsFiles."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) < 3 or len(parts) > 5 or not all(parts[:3]):
+        raise ConfigError(f"{key}: expected ADDR,CERT,KEY[,CIPHERS[,CA]], got {text!r}")
+    address, certfile, keyfile = parts[:3]
+    ciphers = parts[3] if len(parts) > 3 and parts[3] else None
+    ca = parts[4] if len(parts) > 4 and parts[4] else None
+    required = bool(ca and ca.startswith("!"))
+    if ca and required:
+        ca = ca[1:]
+    return address, TlsFiles(certfile, keyfile, ciphers, ca, required, key)
+
+
+def tls_paths_absolute(files: TlsFiles) -> TlsFiles:
+    """Certificate paths resolved against the directory forklift started in: workers chdir
+    to the app, and each generation reads the files again."""
+    return dataclasses.replace(
+        files,
+        certfile=os.path.abspath(files.certfile),
+        keyfile=os.path.abspath(files.keyfile),
+        ca=os.path.abspath(files.ca) if files.ca else None,
+    )
+
+
+@dataclass(frozen=True)
 class ListenAddress:
     """Where to listen and which protocol is spoken there.
 
     `host` is "" for every IPv4 interface (uWSGI's ":6000"); `path` is set for unix sockets.
+    `tls` is set on listeners that terminate TLS themselves (`https`, `--certfile`).
     """
 
     protocol: str
     host: str = ""
     port: int = 0
     path: str | None = None
+    tls: TlsFiles | None = None
 
     @property
     def is_unix(self) -> bool:
@@ -127,6 +171,13 @@ class Config:
     backlog: int = 1024  # listen(2) queue; the kernel caps it at net.core.somaxconn
     uwsgi_allow_ips: tuple = parse_networks("127.0.0.1,::1", "--uwsgi-allow-ips")
     forwarded_allow_ips: tuple = parse_networks("127.0.0.1,::1", "--forwarded-allow-ips")
+    listeners_defaulted: bool = False  # none configured: 127.0.0.1:8000 (or systemd's sockets)
+    # TLS on every --http listener, gunicorn style (`https = ...` sets it per listener)
+    certfile: str | None = None
+    keyfile: str | None = None
+    # PROXY protocol v1/v2 header expected first on every listener, only from these peers
+    proxy_protocol: bool = False
+    proxy_allow_ips: tuple = parse_networks("127.0.0.1,::1", "--proxy-allow-ips")
 
     # --- concurrency
     processes: int = 1
@@ -163,6 +214,7 @@ class Config:
     static_maps: list = field(default_factory=list)  # (url prefix, directory)
     add_headers: list = field(default_factory=list)  # (name, value) added to every answer
     touch_reload: list = field(default_factory=list)  # files whose mtime change means HUP
+    py_autoreload: float = 0.0  # seconds between polls of the app's module files; 0 = off
     attach_daemons: list = field(default_factory=list)  # commands the master supervises
     exec_asap: list = field(default_factory=list)  # commands run once before anything
     hook_pre_app: list = field(default_factory=list)  # "exec:cmd" run before the app import
@@ -209,6 +261,22 @@ class Config:
             self.script_name = sn
         if not self.listeners:
             self.listeners = [ListenAddress(PROTOCOL_HTTP, "127.0.0.1", 8000)]
+            self.listeners_defaulted = True
+        if self.py_autoreload < 0:
+            raise ConfigError("--py-autoreload: must not be negative")
+        if bool(self.certfile) != bool(self.keyfile):
+            given, missing = (
+                ("--certfile", "--keyfile") if self.certfile else ("--keyfile", "--certfile")
+            )
+            raise ConfigError(f"{given} needs {missing} too")
+        if self.certfile:
+            files = tls_paths_absolute(TlsFiles(self.certfile, self.keyfile, key="--certfile"))
+            self.listeners = [
+                dataclasses.replace(a, tls=files)
+                if a.protocol == PROTOCOL_HTTP and a.tls is None
+                else a
+                for a in self.listeners
+            ]
         return self
 
     def replace(self, **changes) -> Config:

@@ -10,42 +10,12 @@ from __future__ import annotations
 
 import selectors
 import ssl
-from dataclasses import dataclass
 
+from .config import TlsFiles
 from .errors import ConfigError, PeerGone
 
 # Only HTTP/1.1 is spoken; advertising it lets clients that offer h2 settle at once.
 ALPN_PROTOCOLS = ("http/1.1",)
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """What a TLS listener is configured with (uWSGI's `https = ADDR,CERT,KEY[,CIPHERS[,CA]]`).
-
-    `ca` asks clients for a certificate signed by it; `require_client_cert` (uWSGI writes the
-    CA as `!ca.crt`) refuses clients without one.
-    """
-
-    certfile: str
-    keyfile: str
-    ciphers: str | None = None
-    ca: str | None = None
-    require_client_cert: bool = False
-    key: str = "--https"  # the option it came from, for error messages
-
-
-def split_https(text: str, key: str = "https") -> tuple[str, TlsFiles]:
-    """`ADDR,CERT,KEY[,CIPHERS[,CA]]` into the address text and its TlsFiles."""
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) < 3 or len(parts) > 5 or not all(parts[:3]):
-        raise ConfigError(f"{key}: expected ADDR,CERT,KEY[,CIPHERS[,CA]], got {text!r}")
-    address, certfile, keyfile = parts[:3]
-    ciphers = parts[3] if len(parts) > 3 and parts[3] else None
-    ca = parts[4] if len(parts) > 4 and parts[4] else None
-    required = bool(ca and ca.startswith("!"))
-    if required:
-        ca = ca[1:]
-    return address, TlsFiles(certfile, keyfile, ciphers, ca, required, key)
 
 
 def _no_passphrase(*_args) -> bytes:

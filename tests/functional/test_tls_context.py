@@ -14,15 +14,9 @@ import warnings
 
 import pytest
 
+from forklift.config import TlsFiles, split_https
 from forklift.errors import ConfigError
-from forklift.tls import (
-    TlsFiles,
-    TlsHandshakeError,
-    accept_tls,
-    build_context,
-    handshake_step,
-    split_https,
-)
+from forklift.tls import TlsHandshakeError, accept_tls, build_context, handshake_step
 
 from .certs import shared_pki
 
