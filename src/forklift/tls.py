@@ -109,3 +109,60 @@ def describe(tls_sock: ssl.SSLSocket) -> str:
     """`TLSv1.3 TLS_AES_256_GCM_SHA384`: for the debug log of a finished handshake."""
     cipher = tls_sock.cipher()
     return f"{tls_sock.version()} {cipher[0] if cipher else '?'}"
+
+
+class TlsSocket:
+    """A server-side ssl.SSLSocket that behaves like the plain non-blocking sockets the
+    worker drives: "would block" is BlockingIOError whichever way TLS waits, and a read
+    returns every decrypted byte OpenSSL holds (epoll cannot see those, so leaving them
+    would stall a pipelined request until the client sent more)."""
+
+    __slots__ = ("tls", "family")
+
+    def __init__(self, tls_sock: ssl.SSLSocket):
+        self.tls = tls_sock
+        self.family = tls_sock.family
+
+    def fileno(self) -> int:
+        return self.tls.fileno()
+
+    def recv(self, size: int) -> bytes:
+        tls = self.tls
+        try:
+            data = tls.recv(size)
+            while data and len(data) < size and tls.pending():
+                data += tls.recv(min(size - len(data), tls.pending()))
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise BlockingIOError(11, "TLS record incomplete") from None
+        except ssl.SSLError as exc:
+            raise ConnectionResetError(f"TLS error: {exc.reason or exc}") from None
+        return data
+
+    def send(self, data) -> int:
+        try:
+            return self.tls.send(data)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise BlockingIOError(11, "TLS send would block") from None
+        except ssl.SSLError as exc:
+            raise BrokenPipeError(f"TLS error: {exc.reason or exc}") from None
+
+    def setsockopt(self, *args) -> None:
+        self.tls.setsockopt(*args)
+
+    def setblocking(self, flag: bool) -> None:
+        self.tls.setblocking(flag)
+
+    def getsockname(self):
+        return self.tls.getsockname()
+
+    def shutdown(self, how: int) -> None:
+        """Send TLS close_notify (once, without waiting for the client's), then shut down:
+        clients that read to EOF see a clean end, not a truncation."""
+        try:
+            self.tls.unwrap()  # sends close_notify; keeps the descriptor
+        except (ssl.SSLError, OSError, ValueError):
+            pass  # SSLWantReadError: the client's close_notify is not awaited
+        self.tls.shutdown(how)
+
+    def close(self) -> None:
+        self.tls.close()
