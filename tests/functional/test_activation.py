@@ -7,6 +7,8 @@ systemd would hand them over.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -132,3 +134,33 @@ def test_unix_sockets_match_by_path(tmp_path):
         assert missing == [] and listeners[0].address == configured[0]
     finally:
         listeners[0].sock.close()
+
+
+@pytest.mark.requires("systemd-analyze")
+def test_systemd_unit_socket_activation_pair_passes_systemd_analyze(tmp_path):
+    app = tmp_path / "myapp"
+    (app / "current").mkdir(parents=True)
+    units = tmp_path / "units"
+    proc = subprocess.run(
+        [sys.executable, "-m", "forklift", "systemd-unit", "--app", str(app),
+         "--pidfile", str(tmp_path / "m.pid"), "--no-virtualenv",
+         "--socket-activation", str(units), "--",
+         "--http", ":8000", "--socket", "unix:/run/myapp/uwsgi.sock", "app:app"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    socket_unit, service_unit = units / "forklift-myapp.socket", units / "forklift-myapp.service"
+    assert proc.stdout.split() == [str(socket_unit), str(service_unit)]
+    socket_text, service_text = socket_unit.read_text(), service_unit.read_text()
+    assert "ListenStream=8000\n" in socket_text  # :8000 is every interface, as systemd's 8000
+    assert "ListenStream=/run/myapp/uwsgi.sock\n" in socket_text
+    assert "Service=forklift-myapp.service" in socket_text
+    assert "Requires=forklift-myapp.socket" in service_text
+    exec_start = next(x for x in service_text.splitlines() if x.startswith("ExecStart="))
+    assert "--http :8000" in exec_start and "--socket unix:/run/myapp/uwsgi.sock" in exec_start
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(socket_unit), str(service_unit)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "ignoring" not in verify.stderr.lower(), verify.stderr

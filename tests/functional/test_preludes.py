@@ -129,6 +129,7 @@ def tls_client(sock, pki, results: list, payload: bytes = b"", header: bytes = b
     return thread
 
 
+@pytest.mark.requires("openssl")
 def test_proxy_then_tls_then_plaintext_request(pki):
     ctx = build_context(TlsFiles(str(pki.cert), str(pki.key)))
     server, client = pair()
@@ -153,6 +154,7 @@ def test_proxy_then_tls_then_plaintext_request(pki):
     client.close()
 
 
+@pytest.mark.requires("openssl")
 def test_a_plaintext_client_on_a_tls_listener_fails_the_handshake(pki):
     ctx = build_context(TlsFiles(str(pki.cert), str(pki.key)))
     server, client = pair()

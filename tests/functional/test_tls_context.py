@@ -20,6 +20,8 @@ from forklift.tls import TlsHandshakeError, accept_tls, build_context, handshake
 
 from .certs import shared_pki
 
+pytestmark = pytest.mark.requires("openssl")
+
 
 @pytest.fixture
 def pki(tmp_path_factory):
