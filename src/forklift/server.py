@@ -36,12 +36,21 @@ def serve(config, reload_config=None) -> int:
         os.umask(config.umask)
     for command in config.exec_asap:
         run_hook(command, "exec-asap")
-    listeners = [
-        sockets.bind(addr, config.backlog, config.chmod_socket) for addr in config.listeners
-    ]
+    check_tls_files(config)  # a bad certificate stops the start before anything is bound
+    listeners = open_listeners(config)
     try:
         for listener in listeners:
-            error_log.info("listening on %s (%s)", describe(listener), listener.address.protocol)
+            error_log.info(
+                "listening on %s (%s)%s",
+                describe(listener),
+                scheme(listener.address),
+                " from systemd" if listener.inherited else "",
+            )
+        if config.proxy_protocol:
+            error_log.info(
+                "PROXY protocol header expected on every connection, from %s",
+                ", ".join(str(n) for n in config.proxy_allow_ips) or "nobody",
+            )
         if config.pidfile:
             write_pidfile(config.pidfile)
         if config.chown_socket:
@@ -63,6 +72,50 @@ def serve(config, reload_config=None) -> int:
                 remove_pidfile(config.pidfile)
     finally:
         sockets.close_all(listeners, unlink=True)
+
+
+def scheme(address) -> str:
+    """What a listener speaks, for the log: http, https or uwsgi."""
+    return "https" if address.tls is not None else address.protocol
+
+
+def check_tls_files(config) -> None:
+    """Load every TLS listener's certificate and key once: ConfigError (one line) if unusable.
+
+    Workers build their own contexts from the same files (a HUP reads renewed ones)."""
+    if not any(a.tls is not None for a in config.listeners):
+        return
+    from .tls import build_context
+
+    for address in config.listeners:
+        if address.tls is not None:
+            build_context(address.tls)
+
+
+def open_listeners(config) -> list:
+    """The sockets systemd passed (LISTEN_FDS), and the configured addresses left to bind,
+    in the configured order."""
+    from .activation import adopt_listeners, passed_fds
+
+    fds = passed_fds()
+    if not fds:
+        return [sockets.bind(a, config.backlog, config.chmod_socket) for a in config.listeners]
+    adopted, remaining = adopt_listeners(fds, config.listeners, config.listeners_defaulted)
+    if config.listeners_defaulted:
+        config.listeners = [listener.address for listener in adopted]
+        return adopted
+    by_address = {id(listener.address): listener for listener in adopted}
+    listeners = []
+    try:
+        for address in config.listeners:
+            listener = by_address.get(id(address))
+            if listener is None:
+                listener = sockets.bind(address, config.backlog, config.chmod_socket)
+            listeners.append(listener)
+    except ConfigError:
+        sockets.close_all(listeners + adopted)
+        raise
+    return listeners
 
 
 def raise_fd_limit() -> None:
