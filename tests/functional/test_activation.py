@@ -6,15 +6,21 @@ systemd would hand them over.
 
 from __future__ import annotations
 
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from forklift.activation import adopt_listeners, passed_fds
 from forklift.config import PROTOCOL_HTTP, PROTOCOL_UWSGI, ListenAddress, parse_address
 from forklift.errors import ConfigError
+
+from .test_master import Load, Server, describe_failures, version_of, wait_until, write_version
 
 
 def test_passed_fds_reads_and_unsets_the_environment():
@@ -164,3 +170,66 @@ def test_systemd_unit_socket_activation_pair_passes_systemd_analyze(tmp_path):
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "ignoring" not in verify.stderr.lower(), verify.stderr
+
+
+# --- systemd-socket-activate: the real handover ---------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ActivatedServer(Server):
+    """A forklift exec'd by `systemd-socket-activate`, which binds the port and passes it as
+    fd 3 with LISTEN_FDS/LISTEN_PID, as systemd does for a .socket unit. forklift is started
+    without --http: the passed socket is served as given."""
+
+    def __init__(self, tmp_path, *options, port: int, **kwargs):
+        super().__init__(tmp_path, *options, **kwargs)
+        self.activation_port = port
+
+    def command(self) -> list:
+        cmd = super().command()
+        at = cmd.index("--http")
+        del cmd[at : at + 2]
+        tool = shutil.which("systemd-socket-activate")
+        return [tool, "-l", f"127.0.0.1:{self.activation_port}", *cmd]
+
+
+@pytest.mark.requires("systemd-socket-activate")
+def test_socket_activation_serves_the_passed_socket_and_hup_under_load_drops_nothing(tmp_path):
+    port = free_port()
+    server = ActivatedServer(tmp_path, "--processes", "2", "--threads", "4", port=port)
+    try:
+        server.spawn()
+        # systemd-socket-activate holds the socket and execs forklift on the first
+        # connection: that request waits in the kernel's queue and is answered.
+        server.port = port
+        wait_until(lambda: "Listening on" in server.log(), 10, "systemd-socket-activate")
+        status, body = server.get("/")
+        assert status == 200 and body.startswith("v1 ")
+        assert f"listening on 127.0.0.1:{port} (http) from systemd" in server.log()
+        assert server.proc.pid == int(Path(server.pidfile).read_text())  # exec'd: same pid
+        server.wait_workers(2)
+
+        load = Load(server, "/sleep?s=0.01", threads=8, duration=3.0, keepalive=True).start()
+        time.sleep(0.8)
+        write_version(server, 'VERSION = "v2"\n')
+        server.signal(signal.SIGHUP)
+        wait_until(
+            lambda: server.status()["generation"] == 2 and server.wait_workers(2, 5.0),
+            10,
+            "generation 2 serving after HUP",
+        )
+        time.sleep(max(0.0, load.started + load.duration - time.monotonic()))
+        results = load.stop()
+        failed = [r for r in results if not r.ok]
+        assert len(results) > 100, len(results)
+        assert not failed, f"{len(failed)} failed: {describe_failures(failed)}"
+        assert {version_of(r) for r in results if r.ok} == {"v1", "v2"}
+        # the passed socket is still the one served, not a new bind
+        assert server.log().count("listening on") == 1
+    finally:
+        server.close()
