@@ -581,9 +581,14 @@ class Master:
         if self.pending is not None:
             error_log.warning("reload ignored: a reload is already in progress")
             return "a reload is already in progress"
-        if self.reload_config is not None:
+        if self.reload_config is not None or _has_tls(self.config):
             try:
-                new = self.reload_config()
+                if _has_tls(self.config):
+                    # Listeners stay across reloads; their certificate files are read again.
+                    from .tls import check_tls_files
+
+                    check_tls_files(self.config.listeners)
+                new = self.reload_config() if self.reload_config is not None else None
             except (ConfigError, AppImportError) as exc:
                 self.reload_state = {
                     "generation": self.generation + 1,
@@ -592,8 +597,9 @@ class Master:
                 }
                 error_log.error("reload refused, old workers keep serving: %s", exc)
                 return str(exc)
-            self.previous_config = self.config
-            self._apply_reloaded_config(new)
+            if new is not None:
+                self.previous_config = self.config
+                self._apply_reloaded_config(new)
         self.generation += 1
         self.pending = self.generation
         if health is not None:
@@ -760,6 +766,10 @@ class Master:
                 return {"accepted": False, "error": error, "reload": self.reload_state}
             return {"accepted": True, "reload": self.reload_state}
         return {"accepted": False, "error": f"unknown command {command.get('cmd')!r}"}
+
+
+def _has_tls(config) -> bool:
+    return any(address.tls is not None for address in config.listeners)
 
 
 def notify_systemd(message: str) -> None:

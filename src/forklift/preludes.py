@@ -108,9 +108,12 @@ class Prelude:
 
 def _as_socket(sock) -> socket.socket:
     """ssl wraps only socket.socket objects; the worker accepts into bare _socket objects."""
-    if isinstance(sock, socket.socket):
-        return sock
-    return socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    if not isinstance(sock, socket.socket):
+        sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    # A socket object made from a descriptor starts in blocking mode whatever the descriptor
+    # says, and ssl would then wait inside do_handshake(): the event loop must never.
+    sock.setblocking(False)
+    return sock
 
 
 __all__ = ["Prelude", "ProxyHeaderError", "PeerGone"]

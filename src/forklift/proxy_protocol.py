@@ -207,6 +207,8 @@ def build_v2(
         return V2_SIGNATURE + struct.pack("!BBH", 0x20, 0x00, len(tlvs)) + tlvs
     assert destination is not None
     src, dst = ipaddress.ip_address(source[0]), ipaddress.ip_address(destination[0])
+    if src.version != dst.version:
+        raise ValueError("a PROXY header's two addresses are of one family")
     family = _AF_INET if src.version == 4 else _AF_INET6
     block = src.packed + dst.packed + struct.pack("!HH", source[1], destination[1]) + tlvs
     return V2_SIGNATURE + struct.pack("!BBH", 0x21, family << 4 | 1, len(block)) + block

@@ -36,7 +36,10 @@ def serve(config, reload_config=None) -> int:
         os.umask(config.umask)
     for command in config.exec_asap:
         run_hook(command, "exec-asap")
-    check_tls_files(config)  # a bad certificate stops the start before anything is bound
+    if any(address.tls is not None for address in config.listeners):
+        from .tls import check_tls_files  # ssl is imported only when TLS is used
+
+        check_tls_files(config.listeners)  # a bad certificate stops the start before binding
     listeners = open_listeners(config)
     try:
         for listener in listeners:
@@ -77,19 +80,6 @@ def serve(config, reload_config=None) -> int:
 def scheme(address) -> str:
     """What a listener speaks, for the log: http, https or uwsgi."""
     return "https" if address.tls is not None else address.protocol
-
-
-def check_tls_files(config) -> None:
-    """Load every TLS listener's certificate and key once: ConfigError (one line) if unusable.
-
-    Workers build their own contexts from the same files (a HUP reads renewed ones)."""
-    if not any(a.tls is not None for a in config.listeners):
-        return
-    from .tls import build_context
-
-    for address in config.listeners:
-        if address.tls is not None:
-            build_context(address.tls)
 
 
 def open_listeners(config) -> list:

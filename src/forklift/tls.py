@@ -63,6 +63,15 @@ def build_context(files: TlsFiles) -> ssl.SSLContext:
     return ctx
 
 
+def check_tls_files(listeners) -> None:
+    """Load every TLS listener's certificate and key once; ConfigError (one line) if one is
+    unusable. Run at start and before a reload: workers then build their own contexts from
+    the same files, so a broken renewal is refused while the old generation serves."""
+    for address in listeners:
+        if address.tls is not None:
+            build_context(address.tls)
+
+
 def _explain(exc: ssl.SSLError, files: TlsFiles) -> str:
     reason = exc.reason or str(exc)
     if reason == "KEY_VALUES_MISMATCH":

@@ -18,6 +18,7 @@ import ipaddress
 import os
 import queue
 import select
+import selectors
 import signal
 import socket
 import sys
@@ -31,6 +32,8 @@ from .config import PROTOCOL_UWSGI
 from .errors import PeerGone, ProtocolError
 from .events import NEED_DATA, ConnectionClosed, Data, EndOfMessage
 from .log import AccessLog, error_log, setup_error_log
+from .preludes import Prelude
+from .proxy_protocol import ProxyHeaderError
 from .responses import RECV_SIZE, HttpResponse, UwsgiResponse, date_cache, recv_wait, send_all
 from .wsgi import (
     AppError,
@@ -59,8 +62,8 @@ _REASONS = {
     505: "HTTP Version Not Supported",
 }
 
-# Connection phases, for the timeout sweep.
-_IDLE, _HEAD, _BODY, _BUSY, _LINGER, _FLUSH = range(6)
+# Connection phases, for the timeout sweep. _PRELUDE: PROXY header or TLS handshake.
+_IDLE, _HEAD, _BODY, _BUSY, _LINGER, _FLUSH, _PRELUDE = range(7)
 
 
 class Connection:
@@ -81,6 +84,8 @@ class Connection:
         "out",
         "flush_keep_alive",
         "unsent",
+        "prelude",
+        "proxied",
     )
 
     def __init__(self, sock, peer, site, parser, deadline):
@@ -98,6 +103,20 @@ class Connection:
         self.out = bytearray()  # answer bytes the loop still has to send (inline worker)
         self.flush_keep_alive = False
         self.unsent = -1  # kernel send queue at the last timeout check (TIOCOUTQ)
+        self.prelude = None  # preludes.Prelude while the PROXY header / TLS handshake runs
+        self.proxied = False  # peer is the client a PROXY header named
+
+
+def _describe_peer(peer, site) -> str:
+    return peer[0] if peer else f"unix peer on {site.listener.address}"
+
+
+class TlsHttpResponse(HttpResponse):
+    """HTTP answers on a TLS connection: file bodies go through TLS, never os.sendfile()
+    (which would put plaintext on the wire)."""
+
+    __slots__ = ()
+    can_sendfile = False
 
 
 def _unsent_shrank(conn) -> bool:
@@ -115,13 +134,15 @@ def _unsent_shrank(conn) -> bool:
 class Site:
     """What a listener serves: its base environ (SERVER_NAME/PORT, scheme, multithread...)."""
 
-    __slots__ = ("listener", "environ", "is_unix", "is_uwsgi")
+    __slots__ = ("listener", "environ", "is_unix", "is_uwsgi", "tls_context", "proxy")
 
-    def __init__(self, listener, environ, is_unix):
+    def __init__(self, listener, environ, is_unix, tls_context=None, proxy=False):
         self.listener = listener
         self.environ = environ
         self.is_unix = is_unix
         self.is_uwsgi = listener.address.protocol == PROTOCOL_UWSGI
+        self.tls_context = tls_context  # ssl.SSLContext of an https listener
+        self.proxy = proxy  # a PROXY protocol header comes first on each connection
 
 
 class Worker:
@@ -179,14 +200,26 @@ class Worker:
                 host = listener.sock.getsockname()[0]
                 name = addr.host or host
                 port = str(listener.sock.getsockname()[1])
+            tls_context = None
+            if addr.tls is not None:
+                # Built by each worker from the files as they are now: a HUP reload's new
+                # generation serves renewed certificates.
+                from .tls import build_context
+
+                tls_context = build_context(addr.tls)
             environ = base_environ(
                 server_name=name,
                 server_port=port,
+                url_scheme="https" if tls_context is not None else "http",
                 multithread=not self.inline,
                 multiprocess=multiprocess,
                 script_name=config.script_name,
             )
-            self._sites[listener.sock.fileno()] = Site(listener, environ, addr.is_unix)
+            if tls_context is not None:
+                environ["HTTPS"] = "on"
+            self._sites[listener.sock.fileno()] = Site(
+                listener, environ, addr.is_unix, tls_context, config.proxy_protocol
+            )
         self._conn_flags = _EPOLLIN if self.inline else _EPOLLIN | _ONESHOT
 
     # -- control -----------------------------------------------------------------------------
@@ -269,6 +302,8 @@ class Worker:
                         try:
                             if conn.phase == _FLUSH:
                                 self._on_writable(conn)
+                            elif conn.phase == _PRELUDE:
+                                self._prelude_step(conn)
                             else:
                                 self._on_readable(conn)
                         except Exception:
@@ -421,6 +456,15 @@ class Worker:
                     )
                     sock.close()
                     continue
+                if site.proxy and not self._peer_in(peer[0], self.config.proxy_allow_ips):
+                    # A PROXY header rewrites REMOTE_ADDR: only the configured proxies may.
+                    error_log.warning(
+                        "connection from %s refused: not allowed to send a PROXY header "
+                        "(--proxy-allow-ips)",
+                        peer[0],
+                    )
+                    sock.close()
+                    continue
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
             if site.is_uwsgi:
@@ -430,6 +474,14 @@ class Worker:
             conn = Connection(sock, peer, site, parser, deadline)
             self._conns[conn.fd] = conn
             self._poller.register(conn.fd, self._conn_flags)
+            if site.proxy or site.tls_context is not None:
+                conn.phase = _PRELUDE
+                conn.prelude = Prelude(sock, proxy=site.proxy, tls_context=site.tls_context)
+                try:
+                    self._prelude_step(conn)
+                except Exception:
+                    self._internal_error(conn)
+                continue
             if self.inline:
                 # The request often arrived with the connection (nginx and most clients
                 # send at once): read it now rather than after another epoll round.
@@ -437,6 +489,44 @@ class Worker:
                     self._on_readable(conn)
                 except Exception:
                     self._internal_error(conn)
+
+    def _prelude_step(self, conn) -> None:
+        """Advance the PROXY header / TLS handshake; once done, serve the connection."""
+        prelude = conn.prelude
+        try:
+            want = prelude.step()
+        except (ProxyHeaderError, PeerGone) as exc:
+            conn.sock = prelude.sock  # the TLS wrapper owns the descriptor now
+            error_log.warning(
+                "connection from %s closed: %s", _describe_peer(conn.peer, conn.site), exc
+            )
+            self._close(conn)
+            return
+        conn.sock = prelude.sock
+        if want:
+            flags = select.EPOLLOUT if want == selectors.EVENT_WRITE else _EPOLLIN
+            if not self.inline:
+                flags |= _ONESHOT
+            try:
+                self._poller.modify(conn.fd, flags)
+            except OSError:
+                self._close(conn)
+            return
+        conn.prelude = None
+        header = prelude.proxy
+        if header is not None and header.source is not None:
+            conn.peer = header.source
+            conn.proxied = True
+        conn.phase = _IDLE
+        conn.deadline = time.monotonic() + self.config.head_timeout
+        try:
+            self._poller.modify(conn.fd, self._conn_flags)
+        except OSError:
+            self._close(conn)
+            return
+        # The request may already be here: decrypted inside OpenSSL (epoll cannot see it),
+        # or sent right behind the PROXY header.
+        self._on_readable(conn)
 
     def _uwsgi_peer_allowed(self, host: str) -> bool:
         return self._peer_in(host, self.config.uwsgi_allow_ips)
@@ -644,6 +734,8 @@ class Worker:
         site = conn.site
         if site.is_uwsgi:
             environ = uwsgi_environ(site.environ, head.vars, conn.peer)
+            if conn.proxied and "REMOTE_ADDR" not in head.vars:
+                environ["REMOTE_PORT"] = str(conn.peer[1])
             path_info = environ["PATH_INFO"]
             expect_continue = False
         else:
@@ -680,7 +772,8 @@ class Worker:
             response = UwsgiResponse(conn, environ["REQUEST_METHOD"], config.socket_timeout)
             response.defer = self.inline
         else:
-            response = HttpResponse(conn, head, config.socket_timeout, self.alive, self.inline)
+            response_class = HttpResponse if site.tls_context is None else TlsHttpResponse
+            response = response_class(conn, head, config.socket_timeout, self.alive, self.inline)
         ident = 0
         if self._track_busy:  # for harakiri's report: which request each thread runs
             ident = threading.get_ident()
@@ -929,7 +1022,14 @@ class Worker:
                 # buffer is free, so progress is measured in its queue, not our sends.
                 conn.deadline = now + self.config.socket_timeout
                 continue
-            if phase in (_HEAD, _BODY):
+            if phase == _PRELUDE:
+                error_log.warning(
+                    "connection from %s closed: %s not complete within --head-timeout (%s s)",
+                    _describe_peer(conn.peer, conn.site),
+                    conn.prelude.stage,
+                    self.config.head_timeout,
+                )
+            elif phase in (_HEAD, _BODY):
                 error_log.debug("request from %s timed out; closing", conn.peer)
                 try:
                     conn.sock.send(

@@ -87,26 +87,34 @@ def uwsgi_packet(pairs: dict) -> bytes:
     return struct.pack("<BHB", 0, len(block), 0) + block
 
 
-def test_uwsgi_listener_behind_a_proxy_header(proxied):
-    packet = uwsgi_packet(
-        {
-            "REQUEST_METHOD": "GET",
-            "PATH_INFO": "/u",
-            "QUERY_STRING": "",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "SERVER_NAME": "localhost",
-            "SERVER_PORT": "80",
-            "REMOTE_ADDR": "10.9.9.9",  # what nginx said; the PROXY header outranks it
-            "HTTP_HOST": "localhost",
-        }
-    )
-    header = build_v2(("2001:db8::42", 51000), ("127.0.0.1", 443))
-    with client(uwsgi_port(proxied), "127.0.0.1") as sock:
+def uwsgi_exchange(server, header: bytes, pairs: dict) -> dict:
+    with client(uwsgi_port(server), "127.0.0.1") as sock:
         wire = Wire(sock)
-        wire.send(header + packet)
-        response = wire.read_response()
-    environ = environ_of(response)
+        wire.send(header + uwsgi_packet(pairs))
+        return environ_of(wire.read_response())
+
+
+NGINX_VARS = {
+    "REQUEST_METHOD": "GET",
+    "PATH_INFO": "/u",
+    "QUERY_STRING": "",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "SERVER_NAME": "localhost",
+    "SERVER_PORT": "80",
+    "HTTP_HOST": "localhost",
+}
+
+
+def test_uwsgi_listener_behind_a_proxy_header(proxied):
+    header = build_v2(("2001:db8::42", 51000), ("::1", 443))
+    # A packet without REMOTE_ADDR: the client is the one the PROXY header names.
+    environ = uwsgi_exchange(proxied, header, NGINX_VARS)
     assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("2001:db8::42", "51000")
+    # A web server's packet names the HTTP client itself: it knows better than a TCP
+    # balancer between it and forklift, whose header names the web server.
+    vars_ = dict(NGINX_VARS, REMOTE_ADDR="198.51.100.9", REMOTE_PORT="40000")
+    environ = uwsgi_exchange(proxied, build_v1(("10.0.0.5", 1234), ("127.0.0.1", 80)), vars_)
+    assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("198.51.100.9", "40000")
 
 
 def test_a_peer_outside_the_allow_list_is_closed_and_logged(proxied):
