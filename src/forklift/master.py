@@ -247,10 +247,20 @@ class Master:
                     notify_systemd(f"READY=1\nMAINPID={os.getpid()}")
                 self.boot_failures = 0
                 self._check_reload_done()
+            elif kind == "changed":
+                self._on_code_changed(worker, message)
             elif kind == "retiring":
                 worker.retiring = True  # _maintain starts its replacement now
             elif kind == "harakiri":
                 worker.retiring = True
+
+    def _on_code_changed(self, worker: WorkerProcess, path: str) -> None:
+        """py-autoreload: a worker of the serving generation saw one of its app's files
+        change; reload as HUP does (a change that fails to import keeps the old serving)."""
+        if self.stopping or self.pending is not None or worker.generation != self.serving:
+            return  # a reload is under way, or an old worker saw what the new one loaded
+        error_log.info("py-autoreload: %s changed; reloading", path)
+        self.reload()
 
     # -- reaping ----------------------------------------------------------------------------
     def _reap(self) -> None:
@@ -444,6 +454,7 @@ class Master:
             except OSError:
                 pass
 
+        imported_before = set(sys.modules)  # py-autoreload watches what the app adds
         try:
             app = self.preloaded_app or load_app(config)
         except AppImportError as exc:
@@ -477,6 +488,14 @@ class Master:
                 0, max(0, config.max_requests_jitter)
             )
         worker.install_signal_handlers()
+        if config.py_autoreload and self.preloaded_app is None:
+            from .autoreload import Autoreloader
+
+            Autoreloader(
+                config.py_autoreload,
+                lambda path: notify(f"changed {os.getpid()} {path}"),
+                skip=imported_before,
+            ).start()
         notify(f"ready {os.getpid()}")
         try:
             worker.run()

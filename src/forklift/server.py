@@ -49,6 +49,17 @@ def serve(config, reload_config=None) -> int:
                 scheme(listener.address),
                 " from systemd" if listener.inherited else "",
             )
+        if config.py_autoreload:
+            if config.preload:
+                error_log.warning(
+                    "py-autoreload has no effect with --preload: the app is imported once, "
+                    "in the master, and a reload does not import it again"
+                )
+            else:
+                error_log.info(
+                    "py-autoreload: the app's module files are polled every %s s",
+                    config.py_autoreload,
+                )
         if config.proxy_protocol:
             error_log.info(
                 "PROXY protocol header expected on every connection, from %s",
