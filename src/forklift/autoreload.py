@@ -6,8 +6,8 @@ the same graceful reload as HUP. Only modules the worker imported itself are wat
 the master had imported before fork (forklift, most of the standard library) are not
 re-imported by a reload, so a change to them could not take effect anyway.
 
-Cost, for development only: one stat() per watched file per interval (a Flask app imports
-~300 files outside the standard library: well under a millisecond each second).
+Cost, for development only: one stat() per watched file per interval (gameprogress, a
+Flask app, brings 115 files: about 1.5 ms per poll).
 """
 
 from __future__ import annotations
