@@ -233,3 +233,21 @@ def test_socket_activation_serves_the_passed_socket_and_hup_under_load_drops_not
         assert server.log().count("listening on") == 1
     finally:
         server.close()
+
+
+def test_vacuum_never_removes_a_socket_file_systemd_owns(tmp_path):
+    from forklift.sockets import Listener, close_all
+
+    path = tmp_path / "held.sock"
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    u.bind(str(path))
+    u.listen(1)
+    (listener,), _ = adopt_listeners(
+        [(u.detach(), "")], [parse_address(f"unix:{path}", PROTOCOL_HTTP)], False
+    )
+    close_all([listener], unlink=True)
+    assert path.exists()  # systemd keeps listening on it for the next start
+    own = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    own.bind(str(tmp_path / "own.sock"))
+    close_all([Listener(own, parse_address(f"unix:{tmp_path}/own.sock", PROTOCOL_HTTP))], True)
+    assert not (tmp_path / "own.sock").exists()
