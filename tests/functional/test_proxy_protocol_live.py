@@ -17,6 +17,7 @@ import pytest
 
 from forklift.proxy_protocol import build_v1, build_v2
 
+from .certs import shared_pki
 from .haproxy_support import HAProxy
 from .server import Forklift, wait_for
 from .wire import Wire
@@ -204,3 +205,34 @@ def test_others_are_served_while_a_proxy_header_stalls(proxied):
             wire.send(build_v1(("198.51.100.4", 4444), ("127.0.0.1", 80)) + GET)
             assert environ_of(wire.read_response())["REMOTE_ADDR"] == "198.51.100.4"
         assert time.monotonic() - started < 0.9
+
+
+@pytest.mark.requires("haproxy", "openssl")
+def test_haproxy_send_proxy_v2_then_tls_to_forklift(tmp_path, tmp_path_factory):
+    """HAProxy originates TLS to forklift after its PROXY header (`ssl send-proxy-v2`):
+    the header comes first, in clear, then the handshake."""
+    pki = shared_pki(tmp_path_factory)
+    server = Forklift(
+        tmp_path, "echo:app", "--proxy-protocol",
+        "--https", f"127.0.0.1:0,{pki.cert},{pki.key}", listen=(),
+    ).start()  # fmt: skip
+    try:
+        assert wait_for(lambda: "(https)" in server.stderr(), 10), server.stderr()
+        line = next(x for x in server.stderr().splitlines() if "(https)" in x)
+        port = int(line.split("listening on ")[1].split()[0].rpartition(":")[2])
+        options = f"ssl verify required ca-file {pki.ca} sni str(localhost) send-proxy-v2"
+        haproxy = HAProxy(tmp_path, {"tls": (port, options)}).start()
+        try:
+            with client(haproxy.ports["tls"]) as sock:
+                client_port = sock.getsockname()[1]
+                wire = Wire(sock)
+                wire.send(GET)
+                response = wire.read_response()
+        finally:
+            haproxy.stop()
+        answer = json.loads(response.body)
+        assert answer["environ"]["REMOTE_ADDR"] == CLIENT_HOST
+        assert answer["environ"]["REMOTE_PORT"] == str(client_port)
+        assert answer["wsgi"]["wsgi.url_scheme"] == "https"
+    finally:
+        server.stop()
