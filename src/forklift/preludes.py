@@ -15,7 +15,7 @@ import socket
 from . import proxy_protocol
 from .errors import PeerGone
 from .events import NEED_DATA
-from .proxy_protocol import ProxyHeader, ProxyHeaderError
+from .proxy_protocol import ProxyHeader
 
 _PEEK = socket.MSG_PEEK
 _V2_FIXED = proxy_protocol.V2_FIXED_LENGTH
@@ -26,8 +26,8 @@ class Prelude:
 
     `step()` answers 0 when the connection is ready for its protocol, else the selectors
     event to wait for. Afterwards `sock` is the socket to serve on (a TlsSocket for TLS)
-    and `proxy` the header read, if any. Errors: ProxyHeaderError, PeerGone (including
-    tls.TlsHandshakeError); the caller closes the connection and logs one line.
+    and `proxy` the header read, if any. Errors: proxy_protocol.ProxyHeaderError, PeerGone
+    (tls.TlsHandshakeError is one); the caller closes the connection and logs one line.
     """
 
     __slots__ = ("sock", "proxy", "_want_proxy", "_buf", "_max_v2", "_tls_ctx", "_tls")
@@ -56,7 +56,7 @@ class Prelude:
                 return selectors.EVENT_READ
             self._want_proxy = False
         if self._tls_ctx is not None:
-            from . import tls
+            from . import tls  # here: a PROXY-only worker never imports ssl
 
             if self._tls is None:
                 self._tls = self.sock = tls.accept_tls(self._tls_ctx, _as_socket(self.sock))
@@ -114,6 +114,3 @@ def _as_socket(sock) -> socket.socket:
     # says, and ssl would then wait inside do_handshake(): the event loop must never.
     sock.setblocking(False)
     return sock
-
-
-__all__ = ["Prelude", "ProxyHeaderError", "PeerGone"]

@@ -38,9 +38,7 @@ def check_reloads_under_load(server) -> None:
 
     # An edit that cannot import: the reload fails, v2 keeps serving, the log says why.
     write_version(server, 'VERSION = "v3"\nif True\n')
-    wait_until(
-        lambda: "reload failed, old workers keep serving" in server.log(), 10, "the failure"
-    )
+    wait_until(lambda: "reload failed, old workers keep serving" in server.log(), 10, "the failure")
     assert "SyntaxError" in server.log()
     status = server.status()
     assert status["generation"] == 2 and len(server.serving_workers(status)) == 2
