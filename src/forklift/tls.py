@@ -126,11 +126,12 @@ class TlsSocket:
     returns every decrypted byte OpenSSL holds (epoll cannot see those, so leaving them
     would stall a pipelined request until the client sent more)."""
 
-    __slots__ = ("tls", "family")
+    __slots__ = ("tls", "family", "_notified")
 
     def __init__(self, tls_sock: ssl.SSLSocket):
         self.tls = tls_sock
         self.family = tls_sock.family
+        self._notified = False
 
     def fileno(self) -> int:
         return self.tls.fileno()
@@ -164,14 +165,21 @@ class TlsSocket:
     def getsockname(self):
         return self.tls.getsockname()
 
-    def shutdown(self, how: int) -> None:
-        """Send TLS close_notify (once, without waiting for the client's), then shut down:
-        clients that read to EOF see a clean end, not a truncation."""
+    def _close_notify(self) -> None:
+        """Send TLS close_notify once, without waiting for the client's: a client that reads
+        an answer to EOF (HTTP/1.0, no Content-Length) sees a clean end, not a truncation."""
+        if self._notified:
+            return
+        self._notified = True
         try:
-            self.tls.unwrap()  # sends close_notify; keeps the descriptor
+            self.tls.unwrap()  # keeps the descriptor
         except (ssl.SSLError, OSError, ValueError):
-            pass  # SSLWantReadError: the client's close_notify is not awaited
+            pass  # SSLWantReadError: the client's own close_notify is not awaited
+
+    def shutdown(self, how: int) -> None:
+        self._close_notify()
         self.tls.shutdown(how)
 
     def close(self) -> None:
+        self._close_notify()
         self.tls.close()

@@ -317,3 +317,21 @@ def test_ini_file_with_https_serves_both_listeners(pki, tmp_path):
         assert answer["wsgi"]["wsgi.url_scheme"] == "https"
     finally:
         server.stop()
+
+
+def test_an_answer_read_to_eof_ends_with_close_notify(pki, https):
+    """HTTP/1.0 and a body without Content-Length: the client reads to EOF, and a TLS EOF
+    without close_notify would be a possible truncation (strict clients reject it)."""
+    raw = socket.create_connection(("127.0.0.1", https.port), timeout=5)
+    tls = client_context(pki).wrap_socket(
+        raw, server_hostname="localhost", suppress_ragged_eofs=False
+    )
+    with tls:
+        tls.sendall(b"GET /eof HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        data = b""
+        for _ in range(1000):
+            chunk = tls.recv(65536)  # SSLEOFError here if the server just closed
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"}")
