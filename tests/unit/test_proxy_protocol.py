@@ -10,6 +10,8 @@ import struct
 
 import pytest
 from http1_helpers import feedings
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from forklift.events import NEED_DATA
 from forklift.proxy_protocol import (
@@ -239,3 +241,39 @@ def test_a_missing_header_is_refused_at_the_first_impossible_byte(data, at):
 
 def test_empty_buffer_waits():
     assert parse_header(b"") is NEED_DATA
+
+
+# --- properties ----------------------------------------------------------------------------
+
+_ipv4 = st.ip_addresses(v=4).map(str)
+_ipv6 = st.ip_addresses(v=6).map(str)
+_port = st.integers(0, 65535)
+
+
+@given(st.one_of(st.tuples(_ipv4, _ipv4), st.tuples(_ipv6, _ipv6)), _port, _port)
+@settings(max_examples=100, deadline=None)
+def test_any_endpoints_round_trip_through_v1_and_v2(addresses, sport, dport):
+    src, dst = addresses
+    for header in (build_v1((src, sport), (dst, dport)), build_v2((src, sport), (dst, dport))):
+        result = parse_header(header + REQUEST)
+        assert isinstance(result, ProxyHeader)
+        assert result.source == (src, sport) and result.destination == (dst, dport)
+        assert result.length == len(header)
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=300, deadline=None)
+@example(V2_SIGNATURE + b"\x21\x11\x00\x0c" + b"\x00" * 11)
+@example(b"PROXY TCP4 1.1.1.1 2.2.2.2 1 2\r")
+def test_any_bytes_give_a_header_need_data_or_a_typed_error(data):
+    for prefix in (b"", b"PROXY ", V2_SIGNATURE):
+        buf = prefix + data
+        try:
+            result = parse_header(buf)
+        except ProxyHeaderError:
+            continue
+        assert result is NEED_DATA or (
+            isinstance(result, ProxyHeader) and 0 < result.length <= len(buf)
+        )
+        if result is NEED_DATA:  # waiting is bounded: never beyond the format's maximum
+            assert len(buf) < (V1_MAX_LENGTH if buf[:1] == b"P" else 4096)
