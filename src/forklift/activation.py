@@ -104,15 +104,18 @@ def adopt_listeners(
     """Listeners made of the passed sockets, and the configured addresses none of them covers.
 
     `defaulted`: no address was configured (the 127.0.0.1:8000 default stands in), so every
-    passed socket is served as given and the default is not bound.
+    passed socket is served as given and the default is not bound; HTTP ones get the
+    default's TLS files (--certfile/--keyfile), if any.
     """
     adopted: list[Listener] = []
     remaining = [] if defaulted else list(configured)
+    default_tls = configured[0].tls if defaulted and configured else None
     for fd, label in fds:
         sock, address = _adopt(fd, label)
         if defaulted:
             protocol = PROTOCOL_UWSGI if label == PROTOCOL_UWSGI else PROTOCOL_HTTP
-            address = ListenAddress(protocol, address.host, address.port, address.path)
+            tls = default_tls if protocol == PROTOCOL_HTTP else None
+            address = ListenAddress(protocol, address.host, address.port, address.path, tls)
             adopted.append(Listener(sock, address, inherited=True))
             continue
         match = next((c for c in remaining if _matches(c, address)), None)

@@ -251,3 +251,17 @@ def test_vacuum_never_removes_a_socket_file_systemd_owns(tmp_path):
     own.bind(str(tmp_path / "own.sock"))
     close_all([Listener(own, parse_address(f"unix:{tmp_path}/own.sock", PROTOCOL_HTTP))], True)
     assert not (tmp_path / "own.sock").exists()
+
+
+def test_certfile_applies_to_sockets_served_as_given():
+    from forklift.config import TlsFiles
+
+    files = TlsFiles("/c.pem", "/k.pem", key="--certfile")
+    default = ListenAddress(PROTOCOL_HTTP, "127.0.0.1", 8000, tls=files)
+    a, b = listening(), listening()
+    listeners, _ = adopt_listeners([(a.detach(), ""), (b.detach(), "uwsgi")], [default], True)
+    try:
+        assert [lst.address.tls for lst in listeners] == [files, None]
+    finally:
+        for lst in listeners:
+            lst.sock.close()
