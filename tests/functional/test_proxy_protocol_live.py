@@ -12,6 +12,7 @@ import json
 import socket
 import struct
 import time
+from pathlib import Path
 
 import pytest
 
@@ -234,5 +235,36 @@ def test_haproxy_send_proxy_v2_then_tls_to_forklift(tmp_path, tmp_path_factory):
         assert answer["environ"]["REMOTE_ADDR"] == CLIENT_HOST
         assert answer["environ"]["REMOTE_PORT"] == str(client_port)
         assert answer["wsgi"]["wsgi.url_scheme"] == "https"
+    finally:
+        server.stop()
+
+
+def test_an_ini_with_http_enable_proxy_protocol(tmp_path):
+    """The shape of uwsgi.ini files behind HAProxy or a cloud balancer, run unchanged."""
+    ini = tmp_path / "uwsgi.ini"
+    ini.write_text(
+        "[uwsgi]\n"
+        f"chdir = {Path(__file__).parent / 'apps'}\n"
+        "module = echo:app\n"
+        "http-socket = 127.0.0.1:0\n"
+        "http-enable-proxy-protocol = 1\n"
+        "http-auto-chunked = true\n"
+        "http-keepalive = 75\n"
+        "http-timeout = 75\n"
+        "master = 1\n"
+        "thunder-lock = 1\n"
+        "die-on-term = true\n"
+    )
+    server = Forklift(tmp_path, None, "--ini", str(ini), listen=()).start()
+    try:
+        assert wait_for(lambda: "listening on" in server.stderr(), 10), server.stderr()
+        line = next(x for x in server.stderr().splitlines() if "listening on" in x)
+        port = int(line.split("listening on ")[1].split()[0].rpartition(":")[2])
+        with client(port, "127.0.0.1") as sock:
+            wire = Wire(sock)
+            wire.send(build_v2(("192.0.2.55", 61000), ("198.51.100.1", 80)) + GET)
+            environ = environ_of(wire.read_response())
+        assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("192.0.2.55", "61000")
+        assert "unknown option 'http-enable-proxy-protocol'" not in server.stderr()
     finally:
         server.stop()
