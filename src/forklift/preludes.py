@@ -21,6 +21,11 @@ _PEEK = socket.MSG_PEEK
 _V2_FIXED = proxy_protocol.V2_FIXED_LENGTH
 
 
+class SilentPeer(PeerGone):
+    """The peer closed without sending a byte: a load balancer's TCP health check, most
+    likely. Worth a debug line, not a warning every few seconds."""
+
+
 class Prelude:
     """The steps left on one connection: a PROXY header to read, a TLS handshake to run.
 
@@ -58,6 +63,8 @@ class Prelude:
         if self._tls_ctx is not None:
             from . import tls  # here: a PROXY-only worker never imports ssl
 
+            if self._tls is None and self.proxy is None and not self._has_bytes():
+                return selectors.EVENT_READ
             if self._tls is None:
                 self._tls = self.sock = tls.accept_tls(self._tls_ctx, _as_socket(self.sock))
             want = tls.handshake_step(self._tls)
@@ -66,6 +73,17 @@ class Prelude:
             self.sock = tls.TlsSocket(self._tls)
             self._tls_ctx = None
         return 0
+
+    def _has_bytes(self) -> bool:
+        """Has the client sent anything yet? SilentPeer when it closed without a byte."""
+        try:
+            if self.sock.recv(1, _PEEK):
+                return True
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            raise PeerGone(f"connection lost before the TLS handshake: {exc.strerror}") from None
+        raise SilentPeer("closed without sending a byte")
 
     def _read_proxy(self) -> bool:
         """True once the header is read; consumes only header bytes from the socket."""
@@ -79,11 +97,9 @@ class Prelude:
         except OSError as exc:
             raise PeerGone(f"connection lost before the PROXY header: {exc.strerror}") from None
         if not peeked:
-            raise PeerGone(
-                "connection closed before the PROXY header was complete"
-                if self._buf
-                else "connection closed without a PROXY header"
-            )
+            if not self._buf:
+                raise SilentPeer("closed without sending a byte")
+            raise PeerGone("connection closed before the PROXY header was complete")
         result = proxy_protocol.parse_header(self._buf + peeked, self._max_v2)
         if result is NEED_DATA:
             # Every byte seen belongs to the header (it is not complete yet): take them,

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import io
 import ipaddress
+import logging
 import os
 import queue
 import select
@@ -32,7 +33,7 @@ from .config import PROTOCOL_UWSGI
 from .errors import PeerGone, ProtocolError
 from .events import NEED_DATA, ConnectionClosed, Data, EndOfMessage
 from .log import AccessLog, error_log, setup_error_log
-from .preludes import Prelude
+from .preludes import Prelude, SilentPeer
 from .proxy_protocol import ProxyHeaderError
 from .responses import RECV_SIZE, HttpResponse, UwsgiResponse, date_cache, recv_wait, send_all
 from .wsgi import (
@@ -497,8 +498,11 @@ class Worker:
             want = prelude.step()
         except (ProxyHeaderError, PeerGone) as exc:
             conn.sock = prelude.sock  # the TLS wrapper owns the descriptor now
-            error_log.warning(
-                "connection from %s closed: %s", _describe_peer(conn.peer, conn.site), exc
+            error_log.log(
+                logging.DEBUG if isinstance(exc, SilentPeer) else logging.WARNING,
+                "connection from %s closed: %s",
+                _describe_peer(conn.peer, conn.site),
+                exc,
             )
             self._close(conn)
             return

@@ -17,7 +17,7 @@ import pytest
 
 from forklift.config import TlsFiles
 from forklift.errors import PeerGone
-from forklift.preludes import Prelude
+from forklift.preludes import Prelude, SilentPeer
 from forklift.proxy_protocol import ProxyHeaderError, build_v1, build_v2
 from forklift.tls import TlsHandshakeError, TlsSocket, build_context
 
@@ -162,3 +162,16 @@ def test_a_plaintext_client_on_a_tls_listener_fails_the_handshake(pki):
         client.sendall(REQUEST)
         with pytest.raises(TlsHandshakeError):
             run(Prelude(server, proxy=False, tls_context=ctx))
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["proxy", "tls"])
+def test_a_peer_that_closes_without_a_byte_is_a_silent_peer(tls, tmp_path_factory):
+    """A load balancer's TCP check connects and closes: no warning each time."""
+    ctx = None
+    if tls:
+        pki = shared_pki(tmp_path_factory)
+        ctx = build_context(TlsFiles(str(pki.cert), str(pki.key)))
+    server, client = pair()
+    client.close()
+    with server, pytest.raises(SilentPeer):
+        run(Prelude(server, proxy=not tls, tls_context=ctx))

@@ -160,6 +160,16 @@ def test_a_client_stalled_in_the_handshake_is_dropped_while_others_are_served(ht
     assert "TLS handshake" in log and "head-timeout" in log, log
 
 
+def test_a_tcp_health_check_leaves_no_warning(https, pki):
+    mark = https.stderr_mark()
+    socket.create_connection(("127.0.0.1", https.port), timeout=5).close()  # connect, close
+    with tls_connect(https, pki) as tls:  # and a real client right after, as a marker
+        wire = Wire(tls)
+        wire.send(GET % 1)
+        assert wire.read_response().status == 200
+    assert "WARNING" not in https.stderr_since(mark), https.stderr_since(mark)
+
+
 def test_plain_http_on_the_tls_port_is_closed_with_a_log_line(https):
     mark = https.stderr_mark()
     with socket.create_connection(("127.0.0.1", https.port), timeout=5) as sock:
