@@ -124,12 +124,11 @@ def test_pipelined_requests_over_tls(https, pki):
     assert paths == [f"/{i}" for i in range(5)]
 
 
-def test_pipelined_requests_in_separate_tls_records_after_a_pause(https, pki):
+def test_pipelined_requests_in_separate_tls_records(https, pki):
     with tls_connect(https, pki) as tls:
         wire = Wire(tls)
         for i in range(3):
             tls.sendall(GET % i)  # each its own record
-        time.sleep(0.05)
         paths = [json.loads(wire.read_response().body)["path"] for _ in range(3)]
     assert paths == ["/0", "/1", "/2"]
 
@@ -345,3 +344,20 @@ def test_an_answer_read_to_eof_ends_with_close_notify(pki, https):
                 break
             data += chunk
     assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"}")
+
+
+def test_keep_alive_and_pipelining_over_tls_with_a_thread_pool(pki, tmp_path):
+    """With --threads the loop hands a TLS connection to a thread and takes it back
+    between requests, as it does plain ones."""
+    server = TlsForklift(tmp_path, "echo:app", "--threads", "4", cert=pki.cert, key=pki.key)
+    server.start()
+    try:
+        with tls_connect(server, pki) as tls:
+            wire = Wire(tls)
+            wire.send(b"".join(GET % i for i in range(4)))
+            paths = [json.loads(wire.read_response().body)["path"] for _ in range(4)]
+            wire.send(GET % 9)  # after the answers: from the loop's hands again
+            paths.append(json.loads(wire.read_response().body)["path"])
+        assert paths == ["/0", "/1", "/2", "/3", "/9"]
+    finally:
+        server.stop()
