@@ -81,11 +81,34 @@ class ListenAddress:
     def is_unix(self) -> bool:
         return self.path is not None
 
+    @property
+    def place(self) -> tuple:
+        """What identifies a listener across reloads (its socket): all but the TLS files."""
+        return (self.protocol, self.host, self.port, self.path)
+
     def __str__(self) -> str:
         if self.path is not None:
             return f"unix:{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+def renew_tls(kept: list, fresh: list) -> list:
+    """The listeners a reload keeps (their sockets stay), with the TLS files the re-read
+    configuration names for the same place: renewed certificates may move."""
+    files = {address.place: address.tls for address in fresh}
+    return [
+        dataclasses.replace(a, tls=files[a.place]) if files.get(a.place, a.tls) != a.tls else a
+        for a in kept
+    ]
+
+
+def tls_of(listener_address: ListenAddress, addresses: list):
+    """The TLS files for a listener in a generation's config (a HUP may name new ones)."""
+    for address in addresses:
+        if address.place == listener_address.place:
+            return address.tls
+    return listener_address.tls
 
 
 def parse_address(text: str, protocol: str, key: str = "--http") -> ListenAddress:

@@ -23,6 +23,7 @@ import traceback
 
 from . import sockets
 from .appload import load_app
+from .config import renew_tls
 from .errors import AppImportError, ConfigError
 from .log import AccessLog, error_log, setup_error_log
 from .scoreboard import Scoreboard
@@ -602,12 +603,15 @@ class Master:
             return "a reload is already in progress"
         if self.reload_config is not None or _has_tls(self.config):
             try:
-                if _has_tls(self.config):
+                new = self.reload_config() if self.reload_config is not None else None
+                listeners = self.config.listeners
+                if new is not None:
+                    listeners = renew_tls(listeners, new.listeners)
+                if any(address.tls is not None for address in listeners):
                     # Listeners stay across reloads; their certificate files are read again.
                     from .tls import check_tls_files
 
-                    check_tls_files(self.config.listeners)
-                new = self.reload_config() if self.reload_config is not None else None
+                    check_tls_files(listeners)
             except (ConfigError, AppImportError) as exc:
                 self.reload_state = {
                     "generation": self.generation + 1,
@@ -634,7 +638,7 @@ class Master:
 
     def _apply_reloaded_config(self, new) -> None:
         # Listeners stay: they are bound once and shared, so no connection is refused.
-        new.listeners = self.config.listeners
+        new.listeners = renew_tls(self.config.listeners, new.listeners)
         self.target = new.processes
         self.config = new
 

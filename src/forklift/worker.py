@@ -29,7 +29,7 @@ import time
 import traceback
 
 from . import http1, uwsgi
-from .config import PROTOCOL_UWSGI
+from .config import PROTOCOL_UWSGI, tls_of
 from .errors import PeerGone, ProtocolError
 from .events import NEED_DATA, ConnectionClosed, Data, EndOfMessage
 from .log import AccessLog, error_log, setup_error_log
@@ -202,12 +202,13 @@ class Worker:
                 name = addr.host or host
                 port = str(listener.sock.getsockname()[1])
             tls_context = None
-            if addr.tls is not None:
+            tls_files = tls_of(addr, config.listeners)
+            if tls_files is not None:
                 # Built by each worker from the files as they are now: a HUP reload's new
                 # generation serves renewed certificates.
                 from .tls import build_context
 
-                tls_context = build_context(addr.tls)
+                tls_context = build_context(tls_files)
             environ = base_environ(
                 server_name=name,
                 server_port=port,

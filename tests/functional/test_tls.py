@@ -361,3 +361,39 @@ def test_keep_alive_and_pipelining_over_tls_with_a_thread_pool(pki, tmp_path):
         assert paths == ["/0", "/1", "/2", "/3", "/9"]
     finally:
         server.stop()
+
+
+def test_hup_rereads_the_ini_and_serves_the_certificate_it_now_names(pki, tmp_path):
+    renewed_cert, renewed_key = issue(pki.directory, "moved", pki.ca, pki.directory / "ca.key")
+    ini = tmp_path / "uwsgi.ini"
+
+    def write_ini(cert, key):
+        ini.write_text(
+            "[uwsgi]\n"
+            f"https = 127.0.0.1:0,{cert},{key}\n"
+            f"chdir = {Path(__file__).parent / 'apps'}\n"
+            "module = echo:app\n"
+        )
+
+    write_ini(pki.cert, pki.key)
+    server = Forklift(tmp_path, None, "--ini", str(ini), listen=()).start()
+    try:
+        assert wait_for(lambda: "(https)" in server.stderr(), 10), server.stderr()
+        line = next(x for x in server.stderr().splitlines() if "(https)" in x)
+        port = int(line.split("listening on ")[1].split()[0].rpartition(":")[2])
+        assert peer_organization(port, pki) == "server"
+
+        write_ini(renewed_cert, renewed_key)  # the new certificate lives elsewhere
+        mark = server.stderr_mark()
+        os.kill(server.proc.pid, signal.SIGHUP)
+        server.wait_for_stderr(mark, "is serving", timeout=15)
+        assert wait_for(lambda: peer_organization(port, pki) == "moved", 10)
+
+        write_ini(renewed_cert, pki.other_key)  # a key of another certificate
+        mark = server.stderr_mark()
+        os.kill(server.proc.pid, signal.SIGHUP)
+        log = server.wait_for_stderr(mark, "does not match", timeout=15)
+        assert f"{ini}:2: https: key file {pki.other_key} does not match" in log, log
+        assert peer_organization(port, pki) == "moved" and server.alive
+    finally:
+        server.stop()
