@@ -96,18 +96,24 @@ class ListenAddress:
 def renew_tls(kept: list, fresh: list) -> list:
     """The listeners a reload keeps (their sockets stay), with the TLS files the re-read
     configuration names for the same place: renewed certificates may move."""
-    files = {address.place: address.tls for address in fresh}
-    return [
-        dataclasses.replace(a, tls=files[a.place]) if files.get(a.place, a.tls) != a.tls else a
-        for a in kept
-    ]
+    unused = list(fresh)
+    renewed = []
+    for address in kept:
+        # The first unused one: `http = :0` and `https = :0,...` share a place, in order.
+        match = next((f for f in unused if f.place == address.place), None)
+        if match is not None:
+            unused.remove(match)
+            if match.tls != address.tls:
+                address = dataclasses.replace(address, tls=match.tls)
+        renewed.append(address)
+    return renewed
 
 
-def tls_of(listener_address: ListenAddress, addresses: list):
-    """The TLS files for a listener in a generation's config (a HUP may name new ones)."""
-    for address in addresses:
-        if address.place == listener_address.place:
-            return address.tls
+def tls_of(index: int, listener_address: ListenAddress, addresses: list):
+    """The TLS files of the `index`th listener in a generation's config (which lists the
+    listeners in the same order): a HUP may have named new ones."""
+    if index < len(addresses) and addresses[index].place == listener_address.place:
+        return addresses[index].tls
     return listener_address.tls
 
 

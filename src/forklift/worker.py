@@ -193,7 +193,7 @@ class Worker:
         self._queue = None
         self._threads = []
         multiprocess = config.processes > 1
-        for listener in listeners:
+        for index, listener in enumerate(listeners):
             addr = listener.address
             if addr.is_unix:
                 name, port = "localhost", "80"
@@ -202,7 +202,7 @@ class Worker:
                 name = addr.host or host
                 port = str(listener.sock.getsockname()[1])
             tls_context = None
-            tls_files = tls_of(addr, config.listeners)
+            tls_files = tls_of(index, addr, config.listeners)
             if tls_files is not None:
                 # Built by each worker from the files as they are now: a HUP reload's new
                 # generation serves renewed certificates.
