@@ -24,7 +24,8 @@ def free_port() -> int:
 
 
 class HAProxy:
-    """`backends` maps a name to (forklift port, server options such as "send-proxy-v2")."""
+    """`backends` maps a name to (forklift port, server options such as "send-proxy-v2"[,
+    extra backend lines such as "option httpchk GET /"])."""
 
     def __init__(self, directory: Path, backends: dict):
         self.dir = directory
@@ -39,12 +40,13 @@ class HAProxy:
             "    timeout client 20s",
             "    timeout server 20s",
         ]
-        for name, (port, options) in backends.items():
+        for name, (port, options, *extra) in backends.items():
             lines += [
                 f"frontend front_{name}",
                 f"    bind 127.0.0.1:{self.ports[name]}",
                 f"    default_backend back_{name}",
                 f"backend back_{name}",
+                *(f"    {line}" for line in (extra[0] if extra else ())),
                 f"    server forklift 127.0.0.1:{port} {options}",
             ]
         self.config.write_text("\n".join(lines) + "\n")

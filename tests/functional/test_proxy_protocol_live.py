@@ -268,3 +268,34 @@ def test_an_ini_with_http_enable_proxy_protocol(tmp_path):
         assert "unknown option 'http-enable-proxy-protocol'" not in server.stderr()
     finally:
         server.stop()
+
+
+@pytest.mark.requires("haproxy")
+def test_haproxy_health_checks_with_a_local_header_are_served_quietly(proxied, tmp_path):
+    """HAProxy's checks over send-proxy-v2 carry a LOCAL header (the proxy speaking for
+    itself): accepted, REMOTE_ADDR the real peer, and no warning every interval."""
+    mark = proxied.stderr_mark()
+    out_mark = proxied.stdout_path.stat().st_size
+    haproxy = HAProxy(
+        tmp_path,
+        {
+            "checked": (
+                proxied.port,
+                "send-proxy-v2 check check-send-proxy inter 100ms",
+                ("option httpchk GET /health",),
+            )
+        },
+    ).start()
+    try:
+
+        def checks_seen() -> int:
+            with open(proxied.stdout_path, "rb") as f:
+                f.seek(out_mark)
+                return f.read().count(b"GET /health")
+
+        assert wait_for(lambda: checks_seen() >= 3, 10), proxied.stdout()[-2000:]
+    finally:
+        haproxy.stop()
+    assert "WARNING" not in proxied.stderr_since(mark), proxied.stderr_since(mark)
+    checks = [x for x in proxied.stdout().splitlines() if "GET /health" in x]
+    assert checks and all(x.startswith("127.0.0.1 ") for x in checks), checks[:3]
