@@ -115,3 +115,21 @@ class Autoreloader:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.check()
+
+
+def watch_after_ready(notify: Callable[[str], None], interval: float, skip: Iterable[str]):
+    """Wrap a worker's `notify` (lines to the master): once the worker says "ready PID",
+    its app is imported, and a watcher starts over the modules not in `skip`; a change is
+    told to the master as "changed PID PATH"."""
+    skip = frozenset(skip)
+    watchers: list[Autoreloader] = []
+
+    def notify_and_watch(line: str) -> None:
+        notify(line)
+        kind, _, pid = line.partition(" ")
+        if kind == "ready" and not watchers:
+            reloader = Autoreloader(interval, lambda path: notify(f"changed {pid} {path}"), skip)
+            watchers.append(reloader.start())
+
+    notify_and_watch.watchers = watchers  # type: ignore[attr-defined]  (to stop them)
+    return notify_and_watch

@@ -127,6 +127,7 @@ class TlsSocket:
     would stall a pipelined request until the client sent more)."""
 
     __slots__ = ("tls", "family", "_notified")
+    encrypts = True  # sink.Sink: no os.sendfile() through this socket
 
     def __init__(self, tls_sock: ssl.SSLSocket):
         self.tls = tls_sock

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from forklift.autoreload import Autoreloader, FileWatcher, module_files
+from forklift.autoreload import Autoreloader, FileWatcher, module_files, watch_after_ready
 
 
 @pytest.fixture
@@ -91,3 +91,25 @@ def test_the_thread_reports_a_change(app_package):
         assert changed.wait(5), "no change reported within 5 s"
     finally:
         reloader.stop()
+
+
+def test_watch_after_ready_starts_watching_once_the_worker_is_ready(app_package):
+    lines = []
+    changed = threading.Event()
+
+    def notify(line: str) -> None:
+        lines.append(line)
+        if line.startswith("changed "):
+            changed.set()
+
+    wrapped = watch_after_ready(notify, 0.01, set(sys.modules))
+    importlib.import_module("reloadme.views")  # the worker imports its app...
+    wrapped("ready 4242")  # ...then says so
+    try:
+        bump(app_package / "views.py", "ANSWER = 5\n")
+        assert changed.wait(5), lines
+    finally:
+        for watcher in wrapped.watchers:
+            watcher.stop()
+    assert lines[0] == "ready 4242"
+    assert lines[1] == f"changed 4242 {os.path.realpath(app_package / 'views.py')}"
