@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 
+from .config import renew_tls
 from .control_server import ControlServer
 from .daemons import AttachDaemons, describe_exit
 from .errors import AppImportError, ConfigError
@@ -209,10 +210,20 @@ class Master:
                     notify_systemd(f"READY=1\nMAINPID={os.getpid()}")
                 self.boot_failures = 0
                 self._check_reload_done()
+            elif kind == "changed":
+                self._on_code_changed(worker, message)
             elif kind == "retiring":
                 worker.retiring = True  # _maintain starts its replacement now
             elif kind == "harakiri":
                 worker.retiring = True
+
+    def _on_code_changed(self, worker: WorkerProcess, path: str) -> None:
+        """py-autoreload: a worker of the serving generation saw one of its app's files
+        change; reload as HUP does (a change that fails to import keeps the old serving)."""
+        if self.stopping or self.pending is not None or worker.generation != self.serving:
+            return  # a reload is under way, or an old worker saw what the new one loaded
+        error_log.info("py-autoreload: %s changed; reloading", path)
+        self.reload()
 
     # -- reaping ----------------------------------------------------------------------------
     def _reap(self) -> None:
@@ -403,6 +414,11 @@ class Master:
             except OSError:
                 pass
 
+        if config.py_autoreload and self.preloaded_app is None:
+            from .autoreload import watch_after_ready
+
+            # What is imported from here on is the app's: the worker imports it next.
+            notify = watch_after_ready(notify, config.py_autoreload, set(sys.modules))
         return boot(
             config,
             self.listeners,
@@ -458,9 +474,17 @@ class Master:
         if self.pending is not None:
             error_log.warning("reload ignored: a reload is already in progress")
             return "a reload is already in progress"
-        if self.reload_config is not None:
+        if self.reload_config is not None or _has_tls(self.config):
             try:
-                new = self.reload_config()
+                new = self.reload_config() if self.reload_config is not None else None
+                listeners = self.config.listeners
+                if new is not None:
+                    listeners = renew_tls(listeners, new.listeners)
+                if any(address.tls is not None for address in listeners):
+                    # Listeners stay across reloads; their certificate files are read again.
+                    from .tls import check_tls_files
+
+                    check_tls_files(listeners)
             except (ConfigError, AppImportError) as exc:
                 self.reload_state = {
                     "generation": self.generation + 1,
@@ -469,8 +493,9 @@ class Master:
                 }
                 error_log.error("reload refused, old workers keep serving: %s", exc)
                 return str(exc)
-            self.previous_config = self.config
-            self._apply_reloaded_config(new)
+            if new is not None:
+                self.previous_config = self.config
+                self._apply_reloaded_config(new)
         self.generation += 1
         self.pending = self.generation
         if health is not None:
@@ -486,7 +511,7 @@ class Master:
 
     def _apply_reloaded_config(self, new) -> None:
         # Listeners stay: they are bound once and shared, so no connection is refused.
-        new.listeners = self.config.listeners
+        new.listeners = renew_tls(self.config.listeners, new.listeners)
         self.target = new.processes
         self.config = new
 
@@ -590,6 +615,10 @@ class Master:
                 return {"accepted": False, "error": error, "reload": self.reload_state}
             return {"accepted": True, "reload": self.reload_state}
         return {"accepted": False, "error": f"unknown command {command.get('cmd')!r}"}
+
+
+def _has_tls(config) -> bool:
+    return any(address.tls is not None for address in config.listeners)
 
 
 def notify_systemd(message: str) -> None:

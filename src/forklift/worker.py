@@ -33,7 +33,6 @@ from .errors import AppImportError, PeerGone, ProtocolError
 from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
 from .log import AccessLog, error_log, log_app_error, log_notable, setup_error_log
 from .pool import Pool
-from .proxy import peer_in
 from .sink import RECV_SIZE, Sink
 from .watchdog import Watchdog
 from .wsgi import AppError, build_environ, check_app, run_app
@@ -146,8 +145,8 @@ class Worker:
         self._pool = (
             None if self.inline else Pool(config.threads, self._serve_in_thread, self._room)
         )
-        for listener in listeners:
-            site = Site(listener, config, self.limits, multithread=not self.inline)
+        for index, listener in enumerate(listeners):
+            site = Site(listener, config, self.limits, multithread=not self.inline, index=index)
             self._sites[listener.sock.fileno()] = site
         self._conn_flags = _EPOLLIN if self.inline else _EPOLLIN | _ONESHOT
 
@@ -331,13 +330,7 @@ class Worker:
                 peer = None
             else:
                 peer = addr[:2]
-                if site.admits is not None and not peer_in(peer[0], site.admits):
-                    error_log.warning(
-                        "%s connection from %s refused (%s)",
-                        site.protocol.name,
-                        peer[0],
-                        site.admits_option,
-                    )
+                if site.refuses(peer[0]):  # logged
                     sock.close()
                     continue
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -346,15 +339,22 @@ class Worker:
             conn = Connection(sock, peer, site, sink, deadline)
             self._conns[conn.fd] = conn
             self._poller.register(conn.fd, self._conn_flags)
-            if self.inline:
-                # The request often arrived with the connection (nginx and most clients
-                # send at once): read it now rather than after another epoll round.
+            if self.inline or conn.prelude is not None:
+                # Read now: what the client sends first often arrives with the connection.
                 try:
                     self._on_readable(conn)
                 except Exception:
                     self._internal_error(conn)
 
     def _on_readable(self, conn) -> None:
+        if conn.prelude is not None:  # the PROXY header and/or TLS handshake come first
+            want = conn.advance_prelude(self.config.head_timeout)  # None: failed, logged
+            if want is None:
+                self._close(conn)
+                return
+            self._poller.modify(conn.fd, (want or _EPOLLIN) | (self._conn_flags & _ONESHOT))
+            if want:
+                return  # else read now: OpenSSL may hold decrypted bytes epoll cannot see
         if conn.phase == BUSY:
             return
         try:
@@ -680,14 +680,7 @@ class Worker:
                 # buffer is free, so progress is measured in its queue, not our sends.
                 conn.deadline = now + self.config.socket_timeout
                 continue
-            if phase in (HEAD, BODY):
-                error_log.debug("request from %s timed out; closing", conn.peer)
-                answer = conn.site.protocol.timeout_answer(head_only=conn.parser.request_is_head)
-                try:
-                    if answer:
-                        conn.sock.send(answer)
-                except OSError:
-                    pass
+            conn.time_out()  # says so: a log line, a 408 for a slow head or body
             self._close(conn)
 
     def _shutdown(self) -> None:

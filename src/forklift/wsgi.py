@@ -481,7 +481,10 @@ def uwsgi_environ(base: dict, vars: dict, peer) -> dict:
     environ.setdefault("QUERY_STRING", "")
     environ.setdefault("SERVER_PROTOCOL", "HTTP/1.0")
     if "REMOTE_ADDR" not in vars:
+        # The peer itself, or the client a PROXY header named: with its port, as over HTTP.
         environ["REMOTE_ADDR"] = peer[0] if peer else ""
+        if peer:
+            environ["REMOTE_PORT"] = str(peer[1])
     if environ.get("HTTPS", "").lower() in ("on", "1") or vars.get("REQUEST_SCHEME") == "https":
         environ["wsgi.url_scheme"] = "https"
     if not environ.get("SERVER_NAME"):
