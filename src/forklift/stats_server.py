@@ -2,15 +2,16 @@
 status page. It accepts no command: reload, stop and stack dumps go to the control socket.
 
 Two ways in, on one port:
-- uWSGI's stats style: connect and read. A client that sends nothing for a moment (or shuts
-  its side down) gets the status JSON and the connection closes. `uwsgitop`, `nc` and
-  `forklift status --stats` work this way.
+- uWSGI's stats style: connect and read. A new connection that sends nothing for `QUIET`
+  seconds (or shuts its side down at once) gets the status JSON and is closed. `uwsgitop`,
+  `nc` and `forklift status --stats` (which shuts down its side: no wait) work this way.
 - HTTP/1.x: `GET /metrics` (Prometheus text format), `GET /status.json`, `GET /` (the page);
-  HEAD too. Each answer closes the connection.
+  HEAD too. HTTP/1.1 connections stay open for the next request (a browser polling the page
+  keeps one connection); when all `MAX_CLIENTS` places are taken, the longest-idle one goes.
 
 It runs inside the master's loop and never blocks it: sockets are non-blocking, a client gets
-at most `MAX_REQUEST` bytes and `DEADLINE` seconds for its whole exchange (slow readers and
-writers are dropped), and at most `MAX_CLIENTS` are served at once (more are closed at once).
+at most `MAX_REQUEST` bytes and `DEADLINE` seconds per exchange (slow readers and writers are
+dropped), and at most `MAX_CLIENTS` are served at once (more are closed at once).
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ from .prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 MAX_CLIENTS = 32
 MAX_REQUEST = 8192  # a GET head fits; anything longer is not a stats request
-DEADLINE = 5.0  # seconds for one client's whole exchange, reading and writing
-QUIET = 0.05  # a client silent this long after connecting is a raw-JSON reader
+DEADLINE = 5.0  # seconds for one exchange (a request read and its answer written)
+# A new connection silent this long is a raw-JSON reader (uwsgitop, nc). Not shorter: a
+# browser may open a connection a moment before it sends its request on it.
+QUIET = 1.0
+KEEPALIVE = 15.0  # an HTTP client may send its next request within this
 _ACCEPT_BATCH = 16
 
 # RFC 9112 §3: request-line = method SP request-target SP HTTP-version
-_REQUEST_LINE = re.compile(rb"([A-Z]{1,16}) (\S{1,2048}) HTTP/1\.[01]\r?\n")
+_REQUEST_LINE = re.compile(rb"([A-Z]{1,16}) (\S{1,2048}) HTTP/1\.([01])\r?\n")
 _METHOD_PREFIX = re.compile(rb"[A-Z]{0,16}( |$)")
+_CLOSE = re.compile(rb"\nconnection:[ \t]*close", re.IGNORECASE)
+_HAS_BODY = re.compile(rb"\n(content-length:[ \t]*[1-9]|transfer-encoding:)", re.IGNORECASE)
 READ_ONLY = (
     "this stats port is read-only; commands (reload, stop, stacks) are accepted only on the "
     "control socket (PIDFILE.sock)"
@@ -44,16 +50,30 @@ def status_page() -> bytes:
 
 
 class _Client:
-    __slots__ = ("sock", "inbox", "outbox", "deadline", "quiet_until", "writing", "draining")
+    __slots__ = (
+        "sock",
+        "inbox",
+        "outbox",
+        "deadline",
+        "quiet_until",
+        "writing",
+        "draining",
+        "keep_alive",
+        "served",
+        "since",
+    )
 
     def __init__(self, sock, now: float):
         self.sock = sock
         self.inbox = b""
         self.outbox = b""
+        self.since = now  # accepted (or its last answer sent): the oldest idle goes first
         self.deadline = now + DEADLINE
         self.quiet_until = now + QUIET
         self.writing = False
-        self.draining = False  # answered: read and discard until the peer closes
+        self.draining = False  # answered for good: read and discard until the peer closes
+        self.keep_alive = False  # the answer being written leaves the connection open
+        self.served = 0  # HTTP answers sent; a raw-JSON reader is one that never asked
 
 
 class StatsServer:
@@ -76,7 +96,7 @@ class StatsServer:
 
     def timeout(self) -> float | None:
         """How soon the loop must call `tick()` again (None: nothing pending)."""
-        return QUIET if self._clients else None
+        return 0.1 if self._clients else None
 
     def owns(self, sock) -> bool:
         return sock is self.sock or sock in self._clients
@@ -101,7 +121,8 @@ class StatsServer:
             if now >= client.deadline:
                 self._drop(client)
             elif (
-                not client.writing
+                not client.served
+                and not client.writing
                 and not client.draining
                 and not client.inbox
                 and now >= client.quiet_until
@@ -122,11 +143,20 @@ class StatsServer:
                 return
             except OSError:
                 return  # out of descriptors or an aborted connection: try again later
-            if len(self._clients) >= MAX_CLIENTS:
+            if len(self._clients) >= MAX_CLIENTS and not self._drop_an_idle_client():
                 conn.close()  # too many at once: a flood must not grow the master
                 continue
             conn.setblocking(False)
             self._clients[conn] = _Client(conn, time.monotonic())
+
+    def _drop_an_idle_client(self) -> bool:
+        """Make room by closing the longest-idle keep-alive connection, if there is one:
+        idle connections must not lock others out of the stats."""
+        idle = [c for c in self._clients.values() if c.served and not c.inbox and not c.writing]
+        if not idle:
+            return False
+        self._drop(min(idle, key=lambda c: c.since))
+        return True
 
     def _read(self, client: _Client) -> None:
         try:
@@ -146,6 +176,8 @@ class StatsServer:
             else:
                 self._answer_json(client)  # connected, said nothing, shut down: uWSGI style
             return
+        if not client.inbox:
+            client.deadline = time.monotonic() + DEADLINE  # a new request: its own deadline
         client.inbox += data
         self._parse(client)
 
@@ -167,7 +199,12 @@ class StatsServer:
         if match is None:
             self._respond(client, 400, "Bad Request", b"malformed request line\n")
             return
-        method, target = match.group(1), match.group(2)
+        method, target, minor = match.group(1), match.group(2), match.group(3)
+        head = inbox[: end + 2]
+        client.inbox = inbox[end + 4 if inbox[end : end + 4] == b"\r\n\r\n" else end + 2 :]
+        # RFC 9112 §9.3: HTTP/1.1 persists unless "close"; 1.0 closes here. A request with a
+        # body is answered and closed: its body is never read.
+        keep_alive = minor == b"1" and not _CLOSE.search(head) and not _HAS_BODY.search(head)
         if method not in (b"GET", b"HEAD"):
             self._respond(
                 client,
@@ -180,19 +217,17 @@ class StatsServer:
         path = target.partition(b"?")[0]
         head_only = method == b"HEAD"
         if path == b"/metrics":
-            body = self._metrics().encode()
-            self._respond(client, 200, "OK", body, METRICS_CONTENT_TYPE, head_only=head_only)
+            body, kind = self._metrics().encode(), METRICS_CONTENT_TYPE
         elif path in (b"/status.json", b"/status"):
-            body = json.dumps(self._status()).encode()
-            self._respond(client, 200, "OK", body, "application/json", head_only=head_only)
+            body, kind = json.dumps(self._status()).encode(), "application/json"
         elif path in (b"/", b"/index.html"):
             if self._page is None:
                 self._page = status_page()
-            self._respond(
-                client, 200, "OK", self._page, "text/html; charset=utf-8", head_only=head_only
-            )
+            body, kind = self._page, "text/html; charset=utf-8"
         else:
             self._respond(client, 404, "Not Found", b"try /metrics, /status.json or /\n")
+            return
+        self._respond(client, 200, "OK", body, kind, head_only=head_only, keep_alive=keep_alive)
 
     def _answer_json(self, client: _Client) -> None:
         self._respond_raw(client, json.dumps(self._status()).encode() + b"\n")
@@ -206,6 +241,7 @@ class StatsServer:
         content_type: str = "text/plain; charset=utf-8",
         extra: bytes = b"",
         head_only: bool = False,
+        keep_alive: bool = False,
     ) -> None:
         head = (
             (
@@ -214,15 +250,18 @@ class StatsServer:
                 f"Content-Length: {len(body)}\r\n"
                 "Cache-Control: no-store\r\n"
                 "X-Content-Type-Options: nosniff\r\n"
-                "Connection: close\r\n"
+                f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n"
             ).encode()
             + extra
             + b"\r\n"
         )
-        self._respond_raw(client, head if head_only else head + body)
+        client.served += 1
+        self._respond_raw(client, head if head_only else head + body, keep_alive)
 
-    def _respond_raw(self, client: _Client, data: bytes) -> None:
-        client.inbox = b""
+    def _respond_raw(self, client: _Client, data: bytes, keep_alive: bool = False) -> None:
+        if not keep_alive:
+            client.inbox = b""
+        client.keep_alive = keep_alive
         client.outbox = data
         client.writing = True
         self._write(client)
@@ -236,15 +275,24 @@ class StatsServer:
             self._drop(client)
             return
         client.outbox = client.outbox[sent:]
-        if not client.outbox:
-            # Close our side and wait for the peer's close: closing with unread bytes in
-            # the receive buffer would send a reset that can destroy the answer in flight.
-            client.writing = False
-            client.draining = True
-            try:
-                client.sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                self._drop(client)
+        if client.outbox:
+            return
+        client.writing = False
+        if client.keep_alive:
+            now = time.monotonic()
+            client.since = now
+            client.deadline = now + KEEPALIVE
+            if client.inbox:  # a pipelined request already arrived
+                client.deadline = now + DEADLINE
+                self._parse(client)
+            return
+        # Close our side and wait for the peer's close: closing with unread bytes in the
+        # receive buffer would send a reset that can destroy the answer in flight.
+        client.draining = True
+        try:
+            client.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._drop(client)
 
     def _drop(self, client: _Client) -> None:
         self._clients.pop(client.sock, None)

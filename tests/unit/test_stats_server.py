@@ -81,12 +81,24 @@ def read_all(sock, timeout=5.0) -> bytes:
 
 def http_get(address, path, method="GET") -> tuple:
     with socket.create_connection(address, timeout=5) as s:
-        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         raw = read_all(s)
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     headers = dict(line.split(": ", 1) for line in lines[1:])
     return int(lines[0].split()[1]), headers, body
+
+
+def read_response(sock) -> tuple:
+    """One HTTP response with a Content-Length from a kept-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+    while len(body) < int(headers["Content-Length"]):
+        body += sock.recv(65536)
+    return headers, body
 
 
 def test_a_client_that_connects_and_reads_gets_the_status(served):
@@ -112,6 +124,23 @@ def test_http_endpoints(served):
     status, headers, body = http_get(served.address, "/metrics", "HEAD")
     assert status == 200 and body == b"" and int(headers["Content-Length"]) > 0
     assert http_get(served.address, "/admin")[0] == 404
+
+
+def test_keep_alive_serves_a_browser_polling_on_one_connection(served):
+    with socket.create_connection(served.address, timeout=5) as s:
+        for _ in range(3):
+            s.sendall(b"GET /status.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            headers, body = read_response(s)
+            assert headers["Connection"] == "keep-alive"
+            assert json.loads(body)["pid"] == os.getpid()
+        # two pipelined requests, answered in order
+        s.sendall(b"GET /metrics HTTP/1.1\r\n\r\nGET /status.json HTTP/1.1\r\n\r\n")
+        assert read_response(s)[1].startswith(b"# TYPE up")
+        assert json.loads(read_response(s)[1])["generation"] == 1
+        # idle after its answers: it is not mistaken for a raw-JSON reader
+        s.settimeout(1.5)
+        with pytest.raises(TimeoutError):
+            s.recv(1)
 
 
 @pytest.mark.parametrize(
