@@ -113,14 +113,14 @@ class Browser:
 
     def __init__(self):
         self.profile = tempfile.mkdtemp(prefix="fl-chromium-")
-        self.log = open(os.path.join(self.profile, "chromium.log"), "wb")
-        self.proc = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=self.log,
-            stderr=self.log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with open(os.path.join(self.profile, "chromium.log"), "wb") as log:
+            self.proc = subprocess.Popen(
+                [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.events: list = []
         self._id = 0
         port = self._port()
@@ -207,7 +207,6 @@ class Browser:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-        self.log.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
