@@ -7,11 +7,12 @@ Two ways in, on one port:
   `nc` and `forklift status --stats` (which shuts down its side: no wait) work this way.
 - HTTP/1.x: `GET /metrics` (Prometheus text format), `GET /status.json`, `GET /` (the page);
   HEAD too. HTTP/1.1 connections stay open for the next request (a browser polling the page
-  keeps one connection); when all `MAX_CLIENTS` places are taken, the longest-idle one goes.
+  keeps one connection).
 
 It runs inside the master's loop and never blocks it: sockets are non-blocking, a client gets
 at most `MAX_REQUEST` bytes and `DEADLINE` seconds per exchange (slow readers and writers are
-dropped), and at most `MAX_CLIENTS` are served at once (more are closed at once).
+dropped), and at most `MAX_CLIENTS` are kept at once (a newcomer takes the place of the
+longest-idle or oldest one).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ _ACCEPT_BATCH = 16
 
 # RFC 9112 §3: request-line = method SP request-target SP HTTP-version
 _REQUEST_LINE = re.compile(rb"([A-Z]{1,16}) (\S{1,2048}) HTTP/1\.([01])\r?\n")
-_METHOD_PREFIX = re.compile(rb"[A-Z]{0,16}( |$)")
+_METHOD_PREFIX = re.compile(rb"[A-Z]{1,16}( |$)|[A-Z]{0,16}$")
 _CLOSE = re.compile(rb"\nconnection:[ \t]*close", re.IGNORECASE)
 _HAS_BODY = re.compile(rb"\n(content-length:[ \t]*[1-9]|transfer-encoding:)", re.IGNORECASE)
 READ_ONLY = (
@@ -143,20 +144,19 @@ class StatsServer:
                 return
             except OSError:
                 return  # out of descriptors or an aborted connection: try again later
-            if len(self._clients) >= MAX_CLIENTS and not self._drop_an_idle_client():
-                conn.close()  # too many at once: a flood must not grow the master
-                continue
+            if len(self._clients) >= MAX_CLIENTS:
+                self._make_room()
             conn.setblocking(False)
             self._clients[conn] = _Client(conn, time.monotonic())
 
-    def _drop_an_idle_client(self) -> bool:
-        """Make room by closing the longest-idle keep-alive connection, if there is one:
-        idle connections must not lock others out of the stats."""
-        idle = [c for c in self._clients.values() if c.served and not c.inbox and not c.writing]
-        if not idle:
-            return False
-        self._drop(min(idle, key=lambda c: c.since))
-        return True
+    def _make_room(self) -> None:
+        """Full: close an idle keep-alive connection if there is one, else the client that
+        has been here longest. A newcomer always gets in, so connections held open on
+        purpose cannot lock Prometheus or an operator out; an honest client is answered
+        within a pass of the loop, so it is never the oldest for long."""
+        clients = list(self._clients.values())
+        idle = [c for c in clients if c.served and not c.inbox and not c.writing]
+        self._drop(min(idle or clients, key=lambda c: c.since))
 
     def _read(self, client: _Client) -> None:
         try:

@@ -7,7 +7,7 @@ import socket
 import tempfile
 import time
 
-from forklift.procinfo import listen_queues, process_stats
+from forklift.procinfo import _tcp_queues, listen_queues, process_stats
 
 
 def test_tcp_and_unix_accept_queues_are_counted():
@@ -32,13 +32,15 @@ def test_tcp_and_unix_accept_queues_are_counted():
         clients.append(c)
     try:
         found = {id(s): (q, b) for s, q, b in listen_queues([tcp, tcp6, unix, idle])}
-        assert found[id(tcp)][0] == 3
-        assert found[id(tcp6)][0] == 2
+        assert found[id(tcp)] == (3, 16)  # queued, and the backlog given to listen()
+        assert found[id(tcp6)] == (2, 16)
         assert found[id(unix)] == (5, 9)  # unix sockets also report the backlog
         assert found[id(idle)][0] == 0
         conn, _ = tcp.accept()  # accepting empties the queue by one
         conn.close()
         assert {id(s): q for s, q, _ in listen_queues([tcp])}[id(tcp)] == 2
+        # the /proc/net/tcp fallback (no netlink) reads the same queue
+        assert _tcp_queues()[os.fstat(tcp.fileno()).st_ino][0] == 2
     finally:
         for s in (*clients, tcp, tcp6, unix, idle):
             s.close()
