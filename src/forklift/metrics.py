@@ -137,10 +137,12 @@ class Recorder:
             at = self._new_row(key, method, status, proto)
         counts = self.counts
         counts[at + bisect_left(DURATION_BOUNDS, duration)] += 1
-        counts[at + _REQ_SIZE + bisect_left(SIZE_BOUNDS, received)] += 1
-        counts[at + _RESP_SIZE + bisect_left(SIZE_BOUNDS, sent)] += 1
         if received:
+            counts[at + _REQ_SIZE + bisect_left(SIZE_BOUNDS, received)] += 1
             counts[at + _REQ_BYTES] += received
+        else:  # most requests have no body: the 0 bucket, without a search
+            counts[at + _REQ_SIZE] += 1
+        counts[at + _RESP_SIZE + bisect_left(SIZE_BOUNDS, sent)] += 1
         counts[at + _RESP_BYTES] += sent
         counts[at + ROW_INTS] += duration
 
