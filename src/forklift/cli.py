@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from . import __version__
+from .argtypes import OneLineParser, seconds
 from .config import PROTOCOL_HTTP, PROTOCOL_UWSGI, Config, parse_address, parse_networks, parse_size
 from .errors import AppImportError, ConfigError
 
@@ -32,14 +33,6 @@ signals (to the master): HUP graceful reload, TERM graceful stop within --gracef
 INT/QUIT fast stop, TTIN/TTOU one worker more/less, USR1 reopen log files.
 """
 
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line and exit code 2 (never a usage wall)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 _Parser = OneLineParser
 
 
@@ -48,17 +41,6 @@ def _positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
-    return value
-
-
-def seconds(text: str) -> float:
-    """argparse type: a non-negative number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
     return value

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 
 error_log = logging.getLogger("forklift")
 
@@ -178,3 +179,47 @@ def _path_of(environ: dict) -> str:
     if uri:
         return uri.partition("?")[0]
     return environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+
+
+def log_notable(config, environ: dict, status: str, duration: float) -> None:
+    """uWSGI's log-4xx, log-5xx and log-slow: such requests reach the error log even when
+    the access log is off."""
+    kind = status[:1]
+    slow = config.log_slow and duration * 1000 >= config.log_slow
+    if (kind == "4" and config.log_4xx) or (kind == "5" and config.log_5xx) or slow:
+        error_log.warning(
+            "%s %s -> %s in %.0f ms from %s [request %s]",
+            environ.get("REQUEST_METHOD"),
+            environ.get("REQUEST_URI") or environ.get("PATH_INFO"),
+            status or "(no answer)",
+            duration * 1000,
+            environ.get("REMOTE_ADDR") or "-",
+            environ.get("forklift.request_id", "-"),
+        )
+
+
+def log_app_error(environ: dict, exc: BaseException, *, head_sent: bool, contract: bool) -> None:
+    """An app's failure on one request. A broken PEP 3333 contract (`contract`) is said in
+    one line; an exception gets the traceback being handled. `head_sent`: the client only
+    learns of it by the close."""
+    method, uri = environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI")
+    request_id = environ.get("forklift.request_id", "-")  # the request's lines share it
+    if head_sent:
+        error_log.error(
+            "error after the response head was sent for %s %s [request %s]; "
+            "closing the connection\n%s",
+            method,
+            uri,
+            request_id,
+            traceback.format_exc().rstrip(),
+        )
+    elif contract:
+        error_log.error("%s %s [request %s]: %s", method, uri, request_id, exc)
+    else:
+        error_log.error(
+            "exception in the app for %s %s [request %s]\n%s",
+            method,
+            uri,
+            request_id,
+            traceback.format_exc().rstrip(),
+        )

@@ -12,7 +12,7 @@ import re
 import shlex
 import sys
 
-from ..cli import OneLineParser, seconds
+from ..argtypes import OneLineParser, seconds
 from .pipeline import Pipeline
 from .push import init_push
 from .releases import AppDir
