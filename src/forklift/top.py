@@ -261,7 +261,7 @@ def _ask_stacks(args, samples: Samples, selected: int) -> str:
 
 
 def main(argv: list) -> int:
-    from .cli import OneLineParser
+    from .argtypes import OneLineParser
 
     p = OneLineParser(prog="forklift top", description=__doc__.split("\n")[0])
     p.add_argument("--pidfile", metavar="FILE", help="the master's pidfile (control socket)")

@@ -1,0 +1,130 @@
+"""What request metrics cost: hello keep-alive with metrics on (the default) and off.
+
+    .venv/bin/python bench/metrics_overhead.py [--rounds 5] [--duration 4]
+
+Same setup as bench/run's hello keep-alive cell: 2 workers, --threads 1, no access log,
+`wrk -t1 -c64`. The two servers run side by side and are measured in turns (on, off, off,
+on, ...) so that load from elsewhere on the machine falls on both alike; the medians of
+requests/s and of the servers' CPU time per request (utime+stime of master and workers,
+from /proc) are printed as a Markdown row. Both servers are stopped by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(port: int, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "forklift", "--http", f"127.0.0.1:{port}", "--processes", "2"]
+    cmd += ["--disable-logging", "--chdir", str(BENCH / "apps"), *extra, "hello:app"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if s.recv(100).startswith(b"HTTP/1.1 200"):
+                    return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"forklift {extra} did not start")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of `pid` and its children (the workers)."""
+    pids = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+                if int(fields[1]) == pid:
+                    pids.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / TICK
+
+
+def measure(proc: subprocess.Popen, port: int, duration: float) -> tuple:
+    url = f"http://127.0.0.1:{port}/"
+    subprocess.run(["wrk", "-t1", "-c64", "-d1s", url], capture_output=True, timeout=60)
+    cpu = tree_cpu(proc.pid)
+    out = subprocess.run(
+        ["wrk", "-t1", "-c64", f"-d{duration:g}s", url], capture_output=True, text=True, timeout=120
+    ).stdout
+    cpu = tree_cpu(proc.pid) - cpu
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return rps, cpu / requests * 1e6
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--duration", type=float, default=4.0)
+    args = p.parse_args()
+    ports = {"on": free_port(), "off": free_port()}
+    procs = {
+        "on": start(ports["on"]),
+        "off": start(ports["off"], "--disable-metrics"),
+    }
+    results = {"on": [], "off": []}
+    try:
+        for i in range(args.rounds):
+            order = ("on", "off") if i % 2 == 0 else ("off", "on")
+            for name in order:
+                results[name].append(measure(procs[name], ports[name], args.duration))
+                rps, us = results[name][-1]
+                print(f"round {i + 1} metrics {name}: {rps:.0f} req/s, {us:.1f} µs CPU/req")
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    on_rps = statistics.median(r for r, _ in results["on"])
+    off_rps = statistics.median(r for r, _ in results["off"])
+    on_cpu = statistics.median(c for _, c in results["on"])
+    off_cpu = statistics.median(c for _, c in results["off"])
+    print()
+    print("| hello keep-alive (2 workers) | req/s | CPU µs/req |")
+    print("|---|---|---|")
+    print(f"| metrics off (`--disable-metrics`) | {off_rps:.0f} | {off_cpu:.1f} |")
+    print(f"| metrics on (default) | {on_rps:.0f} | {on_cpu:.1f} |")
+    print(
+        f"| on / off | {on_rps / off_rps:.3f} | {on_cpu / off_cpu:.3f} |"
+        f"  ({args.rounds} rounds of {args.duration:g} s, medians)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
