@@ -148,7 +148,7 @@ def render(
         f" x{doc['threads']}",
         f"req/s {_rate(rates['rps'])}  p50 {_ms(rates['p50'])}  p99 {_ms(rates['p99'])}"
         f"  5xx/s {_rate(rates['eps'])}  active {active}  listen queue {queue or '-'}",
-        f"(last {WINDOW:.0f} s)  total requests {doc.get('requests', {}).get('requests', '-')}"
+        f"(last {WINDOW:.0f} s)  total requests {(doc.get('requests') or {}).get('requests', '-')}"
         + (f"  reload: {doc['reload']['state']}" if doc["reload"]["state"] != "done" else ""),
         "",
     ]

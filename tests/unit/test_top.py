@@ -87,6 +87,16 @@ def test_single_generation_and_first_sample():
     assert any(line.startswith(">    11 idle") for line in lines)  # selected by default
 
 
+def test_metrics_off_shows_no_rates():
+    samples = Samples()
+    off = doc(0, 0, [], [worker(11, 2, 1, 30.0)])
+    off["requests"] = None  # --disable-metrics
+    samples.add(off, now=1.0)
+    samples.add(dict(off), now=2.0)
+    lines = render(samples, 80, 24)
+    assert "req/s -" in lines[1] and "total requests -" in lines[2]
+
+
 def test_message_replaces_the_footer():
     samples = Samples()
     samples.add(doc(5, 0, buckets(5, 0), [worker(11, 2, 1, 30.0)]), now=1.0)
