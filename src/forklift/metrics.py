@@ -1,14 +1,14 @@
 """Request metrics: what each worker counts, how it reaches the master, and the totals the
 master keeps across workers and generations.
 
-Why this shape. The request path may only afford a few integer increments, so a worker
-counts into plain Python lists (one `Recorder` per serving thread: no lock, no lost
-increment). Every quarter second, and before it exits or kills itself for harakiri, the
-worker copies its cumulative counts into its region of a shared memory board created by the
-master before fork(). The master reads live regions when asked, and when it reaps a worker it
-folds that worker's last counts into `retired` totals, so counts survive recycling, crashes,
-harakiri kills and reloads. A worker killed from outside (SIGKILL by the harakiri backstop,
-the OOM killer) loses at most its last quarter second.
+Why this shape. The request path may only afford a few operations, so a worker appends one
+tuple per answered request to a deque (atomic: any thread may, no lock, nothing lost). Every
+quarter second, and before it exits or kills itself for harakiri, its watchdog thread bins
+them into cumulative counts and copies those into the worker's region of a shared memory
+board created by the master before fork(). The master reads live regions when asked, and
+when it reaps a worker it folds that worker's last counts into `retired` totals, so counts
+survive recycling, crashes, harakiri kills and reloads. A worker killed from outside (SIGKILL
+by the harakiri backstop, the OOM killer) loses at most its last quarter second.
 
 The series follow the OpenTelemetry HTTP server conventions: `http.server.request.duration`
 with the advised bucket bounds, and request/response body sizes, each labelled with
@@ -23,6 +23,7 @@ import mmap
 import struct
 import threading
 from bisect import bisect_left
+from collections import deque
 
 # OpenTelemetry semantic conventions, http.server.request.duration: advised bucket bounds (s).
 DURATION_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -42,7 +43,6 @@ _REQ_BYTES = _REQ_SIZE + len(SIZE_BOUNDS) + 1
 _RESP_SIZE = _REQ_BYTES + 1
 _RESP_BYTES = _RESP_SIZE + len(SIZE_BOUNDS) + 1
 ROW_INTS = _RESP_BYTES + 1
-_ROW_LEN = ROW_INTS + 1  # in a Recorder: the ints, then the duration sum
 MAX_ROWS = 64  # per worker; methods x statuses seen in practice stay far below
 
 # A worker's region: header (rows used, flushes), row keys, int counts, duration sums,
@@ -115,106 +115,99 @@ class MetricsBoard:
         return WorkerMetrics(self, slot)
 
 
-class Recorder:
-    """One serving thread's counts. `observe` is the whole per-request cost of metrics."""
-
-    __slots__ = ("_rows", "_new_row", "counts")
-
-    def __init__(self, rows: dict, new_row, size: int):
-        self._rows = rows  # "GET200" / "GET200u" -> row offset into counts
-        self._new_row = new_row
-        # Row after row: ROW_INTS integer counts, then the duration sum (a float).
-        self.counts = ([0] * ROW_INTS + [0.0]) * size
-
-    def observe(
-        self, method: str, status: str, proto: str, duration: float, received: int, sent: int
-    ) -> None:
-        """Count one answered request: `status` is the WSGI status line ("200 OK"),
-        `proto` "" for HTTP and "u" for uwsgi."""
-        key = method + status[:3] + proto
-        at = self._rows.get(key)
-        if at is None:
-            at = self._new_row(key, method, status, proto)
-        counts = self.counts
-        counts[at + bisect_left(DURATION_BOUNDS, duration)] += 1
-        if received:
-            counts[at + _REQ_SIZE + bisect_left(SIZE_BOUNDS, received)] += 1
-            counts[at + _REQ_BYTES] += received
-        else:  # most requests have no body: the 0 bucket, without a search
-            counts[at + _REQ_SIZE] += 1
-        counts[at + _RESP_SIZE + bisect_left(SIZE_BOUNDS, sent)] += 1
-        counts[at + _RESP_BYTES] += sent
-        counts[at + ROW_INTS] += duration
-
-
 class WorkerMetrics:
-    """A worker's side of the board: its row table, its recorders and the flush."""
+    """A worker's side of the board.
+
+    The request path only appends one tuple to a deque (`record`): appending is atomic, so
+    any thread may record, and nothing is searched or counted while the client waits. The
+    watchdog thread calls `flush()` every quarter second: it bins what was recorded (method,
+    status, protocol → a row; duration and sizes → buckets) while the counts are hot in the
+    cache, then copies the cumulative rows to shared memory. Binning a batch cost a third of
+    what binning each request in place did (measured in a serving worker: the request path
+    leaves the counters cold in the cache)."""
 
     def __init__(self, board: MetricsBoard, slot: int):
         self._board = board
         self._base = slot * REGION_BYTES // 8
         self._mem_at = slot * REGION_BYTES
-        self._rows: dict = {}
+        self.pending: deque = deque()  # (method, status line, proto key, duration, in, out)
+        self.record = self.pending.append  # the whole per-request cost of metrics
+        self._rows: dict = {}  # (method, status line, proto key) -> its counts (a list)
         self._keys: list = []  # stored key of each row, by row index
-        self._lock = threading.Lock()
-        self._recorders: list = []
+        self._row_lists: list = []  # the counts of each row, by row index
+        self._lock = threading.Lock()  # the watchdog and the worker's exit may both flush
 
-    def recorder(self) -> Recorder:
-        """A recorder for one thread (call once per serving thread)."""
-        rec = Recorder(self._rows, self._new_row, MAX_ROWS)
-        with self._lock:
-            self._recorders.append(rec)
-        return rec
+    def observe(
+        self, method: str, status: str, proto: str, duration: float, received: int, sent: int
+    ) -> None:
+        """Record one answered request: `status` is the WSGI status line ("200 OK"),
+        `proto` "" for HTTP and "u" for uwsgi (the worker calls `record` with the tuple)."""
+        self.record((method, status, proto, duration, received, sent))
 
-    def _new_row(self, key: str, method: str, status: str, proto: str) -> int:
-        with self._lock:
-            at = self._rows.get(key)
-            if at is not None:
-                return at
-            code = int(status[:3]) if status[:3].isdigit() else OTHER_STATUS
-            stored = encode_key(method, code, PROTOCOLS[proto == "u"])
-            if len(self._keys) >= MAX_ROWS - 1:
-                # Full: whatever is new from now on is counted in one overflow row.
-                stored = encode_key("_OTHER", OTHER_STATUS, PROTOCOLS[proto == "u"])
-                if stored in self._keys:
-                    at = self._keys.index(stored) * _ROW_LEN
-                    self._rows[key] = at
-                    return at
-            at = len(self._keys) * _ROW_LEN
+    def _row(self, method: str, status: str, proto: str) -> list:
+        """The counts of (method, status line, protocol), made on first use."""
+        key = (method, status, proto)
+        code = int(status[:3]) if status[:3].isdigit() else OTHER_STATUS
+        stored = encode_key(method, code, PROTOCOLS[proto == "u"])
+        if stored not in self._keys and len(self._keys) >= MAX_ROWS - 1:
+            # Full: whatever is new from now on is counted in one overflow row.
+            stored = encode_key("_OTHER", OTHER_STATUS, PROTOCOLS[proto == "u"])
+        if stored in self._keys:  # e.g. another text for the same code ("200 Fine")
+            row = self._row_lists[self._keys.index(stored)]
+        else:
+            row = [0] * ROW_INTS + [0.0]  # ROW_INTS integer counts, then the duration sum
             self._keys.append(stored)
-            self._rows[key] = at
-            return at
+            self._row_lists.append(row)
+        if len(self._rows) < 4096:  # bounded: odd status texts cannot grow it forever
+            self._rows[key] = row
+        return row
+
+    def _bin(self) -> None:
+        """Count what was recorded since the last flush. A plain loop: Counter, map and zip
+        over the batch measured no faster (bisect and tuple building dominate either way)."""
+        popleft = self.pending.popleft
+        rows = self._rows
+        durations, sizes = DURATION_BOUNDS, SIZE_BOUNDS
+        fastest, smallest = DURATION_BOUNDS[0], SIZE_BOUNDS[1]
+        for _ in range(len(self.pending)):  # what is there now; more waits for next time
+            method, status, proto, duration, received, sent = popleft()
+            row = rows.get((method, status, proto))
+            if row is None:
+                row = self._row(method, status, proto)
+            # The first buckets without a search: most answers are that fast and that small.
+            row[0 if duration <= fastest else bisect_left(durations, duration)] += 1
+            row[ROW_INTS] += duration
+            if received:  # bodiless requests are counted in bucket 0 at read time
+                row[_REQ_SIZE + bisect_left(sizes, received)] += 1
+                row[_REQ_BYTES] += received
+            row[_RESP_SIZE + (1 if 0 < sent <= smallest else bisect_left(sizes, sent))] += 1
+            row[_RESP_BYTES] += sent
 
     def flush(self) -> None:
-        """Copy the cumulative counts into shared memory (the watchdog calls this)."""
+        """Count what was recorded and copy the cumulative rows into shared memory."""
         with self._lock:
+            self._bin()
             used = len(self._keys)
-            keys = list(self._keys)
-            recorders = list(self._recorders)
-        if not used:
-            return
-        n = used * _ROW_LEN
-        if len(recorders) == 1:
-            merged = recorders[0].counts[:n]
-        else:
-            merged = [
-                sum(column) for column in zip(*(r.counts[:n] for r in recorders), strict=True)
-            ]
-        counts = array.array("Q")
-        sums = array.array("d")
-        for at in range(0, n, _ROW_LEN):
-            counts.extend(merged[at : at + ROW_INTS])
-            sums.append(merged[at + ROW_INTS])
-        n = used * ROW_INTS
-        words = self._board._words
-        floats = self._board._floats
-        base = self._base
-        words[base + _COUNTS_AT : base + _COUNTS_AT + n] = counts
-        floats[base + _SUMS_AT : base + _SUMS_AT + used] = sums
-        # Keys after counts: a master that sees a key finds its counts already there.
-        words[base + _KEYS_AT : base + _KEYS_AT + used] = array.array("Q", keys)
-        words[base] = used
-        words[base + 1] += 1
+            if not used:
+                return
+            counts = array.array("Q")
+            sums = array.array("d")
+            for row in self._row_lists:
+                requests = sum(row[_DURATION:_REQ_SIZE])
+                with_body = sum(row[_REQ_SIZE + 1 : _REQ_BYTES])
+                counts.extend(row[:ROW_INTS])
+                counts[-ROW_INTS + _REQ_SIZE] = requests - with_body  # the 0-byte bucket
+                sums.append(row[ROW_INTS])
+            n = used * ROW_INTS
+            words = self._board._words
+            floats = self._board._floats
+            base = self._base
+            words[base + _COUNTS_AT : base + _COUNTS_AT + n] = counts
+            floats[base + _SUMS_AT : base + _SUMS_AT + used] = sums
+            # Keys after counts: a master that sees a key finds its counts already there.
+            words[base + _KEYS_AT : base + _KEYS_AT + used] = array.array("Q", self._keys)
+            words[base] = used
+            words[base + 1] += 1
 
     def set_current(self, start: float, method: str, path: str) -> None:
         """What this worker is busy with (start 0: nothing); shown by `forklift top`."""

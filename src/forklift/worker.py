@@ -130,8 +130,8 @@ class Worker:
     ):
         self.config = config
         self.metrics = metrics  # metrics.WorkerMetrics, when the master counts requests
-        self._recorder = metrics.recorder() if metrics is not None else None  # the loop's
-        self._recorders = threading.local()  # each pool thread's own
+        # One tuple appended per answered request; the watchdog bins them (metrics.py).
+        self._record = metrics.record if metrics is not None else None
         self.slot = slot  # scoreboard.WorkerSlot, when a master watches this worker
         self.notify = notify  # callable(str) sending one line to the master
         self.master_pid = master_pid  # the parent to outlive no longer than a moment
@@ -498,14 +498,8 @@ class Worker:
     def _serve_in_thread(self, item) -> None:
         """A pool thread owns the connection: this request, then any pipelined after it."""
         conn, streaming = item
-        recorder = None
-        if self.metrics is not None:
-            # Each thread counts into its own recorder: no lock, no lost increment.
-            recorder = getattr(self._recorders, "recorder", None)
-            if recorder is None:
-                recorder = self._recorders.recorder = self.metrics.recorder()
         try:
-            self._serve(conn, streaming, recorder)
+            self._serve(conn, streaming)
             if self._after_request(conn):
                 self._advance(conn, in_thread=True)
         except Exception:
@@ -556,7 +550,7 @@ class Worker:
         conn.deadline = time.monotonic() + self.config.keepalive_timeout
         return True
 
-    def _serve(self, conn, streaming: bool, recorder=None) -> None:
+    def _serve(self, conn, streaming: bool) -> None:
         """Run the app for the request whose head (and maybe body) the connection holds."""
         request = conn.head
         start = time.monotonic()
@@ -596,13 +590,13 @@ class Worker:
             self._app_failed(conn, response, environ, exc)
             return
         finally:
-            self._account(ident, environ, response, start, conn, recorder)
+            self._account(ident, environ, response, start, conn)
         if conn.sink.out and conn.fd >= 0:
             self._await_flush(conn, response.keep_alive)
         elif not response.keep_alive:
             self._close(conn)
 
-    def _account(self, ident, environ: dict, response, start: float, conn, recorder) -> None:
+    def _account(self, ident, environ: dict, response, start: float, conn) -> None:
         """After every request, answered or not: metrics, the logs, the scoreboard,
         max-requests."""
         if ident:
@@ -612,16 +606,17 @@ class Worker:
         if self.slot is not None:
             self.slot.request_finished(response.status[:1] == "5")
         duration = time.monotonic() - start
-        if recorder is None:
-            recorder = self._recorder
-        if recorder is not None:
-            recorder.observe(
-                environ["REQUEST_METHOD"],
-                response.status,
-                conn.site.metrics_key,
-                duration,
-                conn.body_size,
-                response.sent,
+        record = self._record
+        if record is not None:
+            record(
+                (
+                    environ["REQUEST_METHOD"],
+                    response.status,
+                    conn.site.metrics_key,
+                    duration,
+                    conn.body_size,
+                    response.sent,
+                )
             )
         if self.access_log is not None:
             self.access_log.log(environ, response.status, response.sent, duration)

@@ -1,5 +1,5 @@
-"""Request metrics: per-thread recorders, the shared-memory flush, the master's totals that
-survive workers, and quantile estimates."""
+"""Request metrics: recording from any thread, binning and the shared-memory flush, the
+master's totals that survive workers, and quantile estimates."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _by_labels(rows: dict) -> dict:
 def test_observation_lands_in_the_bucket_of_its_bound_inclusive():
     board = MetricsBoard(2)
     writer = board.writer(0)
-    rec = writer.recorder()
+    rec = writer
     rec.observe("GET", "200 OK", "", 0.005, 0, 13)  # exactly a bound: le="0.005" counts it
     rec.observe("GET", "200 OK", "", 0.0051, 0, 13)
     rec.observe("GET", "200 OK", "", 11.0, 0, 13)  # past the last bound: +Inf only
@@ -46,13 +46,17 @@ def test_observation_lands_in_the_bucket_of_its_bound_inclusive():
 def test_labels_method_status_protocol_never_the_path():
     board = MetricsBoard(1)
     writer = board.writer(0)
-    rec = writer.recorder()
+    rec = writer
     rec.observe("GET", "404 Not Found", "u", 0.001, 0, 9)
     rec.observe("BREW", "500 Internal Server Error", "", 0.001, 5, 0)
     rec.observe("POST", "201 Created", "", 0.001, 300, 2)
     writer.flush()
     labels = set(_by_labels(board.read(0)))
     assert labels == {("GET", "404", "uwsgi"), ("_OTHER", "500", "http"), ("POST", "201", "http")}
+    post = _by_labels(board.read(0))[("POST", "201", "http")]
+    req_buckets, req_bytes = post[2], post[3]
+    assert req_buckets == [0, 0, 0, 1] + [0] * 8  # 300 bytes: le=1024, not the 0-byte bucket
+    assert req_bytes == 300
 
 
 def test_counts_survive_the_worker_that_made_them():
@@ -61,18 +65,18 @@ def test_counts_survive_the_worker_that_made_them():
     board = MetricsBoard(2)
     totals = RequestTotals(board)
     first = board.writer(0)
-    rec = first.recorder()
+    rec = first
     for _ in range(7):
         rec.observe("GET", "200 OK", "", 0.001, 0, 1)
     first.flush()
     other = board.writer(1)
-    other.recorder().observe("GET", "200 OK", "", 0.001, 0, 1)
+    other.observe("GET", "200 OK", "", 0.001, 0, 1)
     other.flush()
     assert summary(totals.snapshot([0, 1]))["requests"] == 8
     totals.worker_gone(0)  # reaped
     assert board.read(0) == {}
     second = board.writer(0)  # its replacement, same slot
-    rec2 = second.recorder()
+    rec2 = second
     rec2.observe("GET", "503 Service Unavailable", "", 0.001, 0, 1)
     second.flush()
     snap = summary(totals.snapshot([0, 1]))
@@ -89,7 +93,7 @@ def test_a_forked_worker_reports_through_shared_memory():
         code = 1
         try:
             writer = board.writer(3)
-            rec = writer.recorder()
+            rec = writer
             for i in range(1000):
                 rec.observe("GET", "200 OK", "", i / 10000, 0, 13)
             writer.flush()
@@ -104,13 +108,13 @@ def test_a_forked_worker_reports_through_shared_memory():
     assert result["seconds"] == pytest.approx(sum(i / 10000 for i in range(1000)))
 
 
-def test_threads_record_separately_and_flush_together():
+def test_threads_record_at_once_while_the_watchdog_flushes():
     board = MetricsBoard(1)
     writer = board.writer(0)
     per_thread = 20000
 
     def serve():
-        rec = writer.recorder()
+        rec = writer
         for _ in range(per_thread):
             rec.observe("GET", "200 OK", "", 0.002, 0, 1)
 
@@ -129,7 +133,7 @@ def test_threads_record_separately_and_flush_together():
 def test_more_series_than_rows_fold_into_one_overflow_row():
     board = MetricsBoard(1)
     writer = board.writer(0)
-    rec = writer.recorder()
+    rec = writer
     statuses = range(200, 200 + MAX_ROWS + 20)
     for code in statuses:
         rec.observe("GET", f"{code} X", "", 0.001, 0, 0)

@@ -94,9 +94,8 @@ def status_doc(**extra) -> dict:
 def rows_with(observations) -> dict:
     board = MetricsBoard(1)
     writer = board.writer(0)
-    rec = writer.recorder()
     for obs in observations:
-        rec.observe(*obs)
+        writer.observe(*obs)
     writer.flush()
     return RequestTotals(board).snapshot([0])
 
