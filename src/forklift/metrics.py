@@ -22,6 +22,7 @@ import array
 import mmap
 import struct
 import threading
+import time
 from bisect import bisect_left
 from collections import deque
 
@@ -136,6 +137,7 @@ class WorkerMetrics:
         self._keys: list = []  # stored key of each row, by row index
         self._row_lists: list = []  # the counts of each row, by row index
         self._lock = threading.Lock()  # the watchdog and the worker's exit may both flush
+        self._current_start = -1.0  # what set_current wrote last
 
     def observe(
         self, method: str, status: str, proto: str, duration: float, received: int, sent: int
@@ -186,6 +188,8 @@ class WorkerMetrics:
     def flush(self) -> None:
         """Count what was recorded and copy the cumulative rows into shared memory."""
         with self._lock:
+            if not self.pending:
+                return  # nothing new: shared memory already holds these counts
             self._bin()
             used = len(self._keys)
             if not used:
@@ -210,11 +214,16 @@ class WorkerMetrics:
             words[base + 1] += 1
 
     def set_current(self, start: float, method: str, path: str) -> None:
-        """What this worker is busy with (start 0: nothing); shown by `forklift top`."""
+        """What this worker is busy with since `start` (time.monotonic(); 0: nothing), for
+        `forklift top`. Stored as Unix time: the master's clock and ours agree on that."""
+        if start == self._current_start:
+            return  # the same request (or idle) as at the last look
+        self._current_start = start
+        wall = time.time() - (time.monotonic() - start) if start else 0.0
         _CURRENT.pack_into(
             self._board._mem,
             self._mem_at + _CURRENT_AT * 8,
-            start,
+            wall,
             method.encode("latin-1", "replace")[:16],
             path.encode("utf-8", "replace")[:112],
         )

@@ -76,7 +76,7 @@ class Watchdog:
             metrics.set_current(0.0, "", "")
             return
         start, method, uri = min(busy)[:3]
-        metrics.set_current(time.time() - (time.monotonic() - start), method, uri)
+        metrics.set_current(start, method, uri)
 
     def _kill(self, ident: int, method: str, uri: str, elapsed: float, request_id: str) -> None:
         frame = sys._current_frames().get(ident)
@@ -99,3 +99,20 @@ class Watchdog:
         if self.notify is not None:
             self.notify(f"harakiri {os.getpid()}")
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def log_thread_stacks(busy: dict) -> None:
+    """Write the stack of every thread of this worker to the error log, each with the
+    request it serves (`busy`: thread ident -> (start, method, path, request id))."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        request = busy.get(ident)
+        what = f" serving {request[1]} {request[2]} [request {request[3]}]" if request else ""
+        stack = "".join(traceback.format_stack(frame)).rstrip()
+        parts.append(f"--- thread {names.get(ident, ident)}{what}:\n{stack}")
+    error_log.warning(
+        "thread stacks of worker %d (asked through the control socket):\n%s",
+        os.getpid(),
+        "\n".join(parts),
+    )

@@ -23,7 +23,6 @@ import random
 import select
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -36,7 +35,7 @@ from .log import AccessLog, error_log, log_app_error, log_notable, setup_error_l
 from .pool import Pool
 from .proxy import peer_in
 from .sink import RECV_SIZE, Sink
-from .watchdog import Watchdog
+from .watchdog import Watchdog, log_thread_stacks
 from .wsgi import AppError, build_environ, check_app, run_app
 
 EXIT_BOOT_FAILED = 3  # a worker that could not import the app (or failed its check) exits so
@@ -209,22 +208,8 @@ class Worker:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGUSR1, lambda *_: self._reopen_logs())
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reload is the master's business
-        signal.signal(signal.SIGUSR2, lambda *_: self.log_stacks())  # the master's "stacks"
-
-    def log_stacks(self) -> None:
-        """Write the stack of every thread to the error log (`forklift top`'s s key)."""
-        names = {t.ident: t.name for t in threading.enumerate()}
-        parts = []
-        for ident, frame in sys._current_frames().items():
-            request = self.busy.get(ident)
-            what = f" serving {request[1]} {request[2]} [request {request[3]}]" if request else ""
-            stack = "".join(traceback.format_stack(frame)).rstrip()
-            parts.append(f"--- thread {names.get(ident, ident)}{what}:\n{stack}")
-        error_log.warning(
-            "thread stacks of worker %d (asked through the control socket):\n%s",
-            os.getpid(),
-            "\n".join(parts),
-        )
+        # The master's "stacks" command (`forklift top`'s s key).
+        signal.signal(signal.SIGUSR2, lambda *_: log_thread_stacks(self.busy))
 
     def _reopen_logs(self) -> None:
         if self.access_log is not None:
