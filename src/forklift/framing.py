@@ -112,13 +112,19 @@ def chunk(data: bytes) -> bytes:
 LAST_CHUNK = b"0\r\n\r\n"
 
 
-def error_response(status: int, reason: str, message: str = "", extra: bytes = b"") -> bytes:
-    """A complete, self-contained error response that closes the connection."""
+def error_response(
+    status: int, reason: str, message: str = "", extra: bytes = b"", *, head_only: bool = False
+) -> bytes:
+    """A complete, self-contained error response that closes the connection.
+
+    `head_only` for an answer to HEAD: Content-Length still announces the body a GET would
+    get, but no body follows (RFC 9110 §9.3.2 and §8.6).
+    """
     body = (message or reason).encode("latin-1", "replace") + b"\n"
     return (
         b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
         b"Connection: close\r\n%s\r\n%s"
-        % (status, reason.encode("latin-1"), len(body), extra, body)
+        % (status, reason.encode("latin-1"), len(body), extra, b"" if head_only else body)
     )
 
 
@@ -280,6 +286,8 @@ class ProtocolAdapter(Protocol):
 
     def response(self, request, parser, sink, keep_alive: bool) -> Response: ...
 
-    def error_answer(self, status: int, message: str = "") -> bytes: ...
+    def error_answer(self, status: int, message: str = "", *, head_only: bool = False) -> bytes:
+        """A whole answer that closes; `head_only` (the parser's `request_is_head`) omits
+        the body for HEAD (RFC 9110 §9.3.2)."""
 
-    def timeout_answer(self) -> bytes | None: ...
+    def timeout_answer(self, *, head_only: bool = False) -> bytes | None: ...

@@ -11,6 +11,8 @@ from __future__ import annotations
 import queue
 import threading
 
+from .log import error_log
+
 
 class Pool:
     """`size` threads running `serve(item)` for each submitted item; `on_room()` is called
@@ -58,6 +60,10 @@ class Pool:
                 return
             try:
                 self._serve(item)
+            except Exception:
+                # `serve` handles the request's own failures; this is a bug of ours, and a
+                # thread lost to it would shrink the pool for good: log it and go on.
+                error_log.exception("request thread: unexpected error; serving on")
             finally:
                 with self._lock:
                     self.occupied -= 1

@@ -116,6 +116,10 @@ class UwsgiParser:
     change nothing: datasize cannot exceed it). `max_body_size` None means unlimited.
     """
 
+    # The adapter face's `request_is_head`: the method is in the vars block, and nginx, the
+    # peer, drops the body of an answer to HEAD itself (RFC 9110 §9.3.2).
+    request_is_head = False
+
     __slots__ = (
         "_buffer_size",
         "_max_body_size",
@@ -309,26 +313,13 @@ class UwsgiParser:
         return Data(chunk if len(chunk) == remaining else chunk[:remaining])
 
 
-def response_head(status: str, headers: list) -> bytes:
-    """Serialise a status line and header fields as nginx's uwsgi module expects.
-
-    nginx parses the answer of a uwsgi upstream as an HTTP/1.x response head, so this is
-    one: `HTTP/1.1 <status>`, the fields, a blank line. The caller has validated the status
-    and headers (PEP 3333 latin-1 strs without CR or LF); framing is close-delimited, so no
-    Content-Length or Transfer-Encoding is added here.
-    """
-    parts = ["HTTP/1.1 ", status, "\r\n"]
-    for name, value in headers:
-        parts += (name, ": ", value, "\r\n")
-    parts.append("\r\n")
-    return "".join(parts).encode("latin-1")
-
-
 def frame_response(
     method: str, status: str, headers: list, known_length: int | None
 ) -> ResponseFrame:
-    """The answer to a uwsgi request: the body rules are `framing.body_framing`'s, never
-    chunked (nginx reads a uwsgi answer as HTTP/1.0), with Content-Length when known, else
+    """The answer to a uwsgi request, serialised as nginx's uwsgi module reads it: an
+    HTTP/1.x head (`HTTP/1.1 <status>`, the fields, a blank line; `headers` are PEP 3333
+    latin-1 strs the gateway validated). The body rules are `framing.body_framing`'s, never
+    chunked (nginx reads a uwsgi answer as HTTP/1.0): Content-Length when known, else
     delimited by the close that ends every uwsgi connection anyway."""
     fields, content_length = app_fields(headers)
     body_mode, content_length = body_framing(
@@ -371,11 +362,13 @@ class UWSGI:
     def response(self, request, parser, sink, keep_alive: bool) -> UwsgiResponse:
         return UwsgiResponse(request, parser, sink, False)
 
-    def error_answer(self, status: int, message: str = "") -> bytes:
+    def error_answer(self, status: int, message: str = "", *, head_only: bool = False) -> bytes:
         # nginx reads it as an HTTP answer and passes it to the client.
-        return error_response(status, reason(status), message, date_cache.get())
+        return error_response(
+            status, reason(status), message, date_cache.get(), head_only=head_only
+        )
 
-    def timeout_answer(self) -> None:
+    def timeout_answer(self, *, head_only: bool = False) -> None:
         return None  # nginx has its own uwsgi_read_timeout; a close is all it needs
 
 

@@ -38,7 +38,7 @@ from .sink import RECV_SIZE, Sink
 from .watchdog import Watchdog, log_thread_stacks
 from .wsgi import AppError, build_environ, check_app, run_app
 
-EXIT_BOOT_FAILED = 3  # a worker that could not import the app (or failed its check) exits so
+EXIT_BOOT_FAILED = 3  # the exit code of a worker whose app did not import or failed its check
 _EPOLLIN = select.EPOLLIN
 _ONESHOT = select.EPOLLONESHOT
 _LINGER_SECONDS = 2.0  # after an error answer, read and discard what the client still sends
@@ -671,8 +671,11 @@ class Worker:
 
     def _simple_answer(self, conn, status: int, message: str) -> None:
         """A short plain-text answer, then close (the connection state is unknown)."""
+        head_only = conn.parser.request_is_head  # RFC 9110 §9.3.2
         try:
-            conn.sink.send_all(conn.site.protocol.error_answer(status, message))
+            conn.sink.send_all(
+                conn.site.protocol.error_answer(status, message, head_only=head_only)
+            )
         except PeerGone:
             pass
         self._linger(conn)
@@ -683,7 +686,8 @@ class Worker:
         level = logging.WARNING if protocol.loud_rejections else logging.DEBUG
         error_log.log(level, "%s from %s: %s", protocol.rejection, conn.peer or "unix peer", exc)
         if exc.status:
-            body = protocol.error_answer(exc.status, str(exc))
+            head_only = conn.parser.request_is_head  # RFC 9110 §9.3.2
+            body = protocol.error_answer(exc.status, str(exc), head_only=head_only)
             try:
                 conn.sock.send(body)  # once, without waiting: a hostile peer gets no more
             except OSError:
@@ -733,7 +737,7 @@ class Worker:
                 continue
             if phase in (HEAD, BODY):
                 error_log.debug("request from %s timed out; closing", conn.peer)
-                answer = conn.site.protocol.timeout_answer()
+                answer = conn.site.protocol.timeout_answer(head_only=conn.parser.request_is_head)
                 try:
                     if answer:
                         conn.sock.send(answer)

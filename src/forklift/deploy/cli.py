@@ -1,191 +1,35 @@
 """`forklift deploy|releases|rollback|systemd-unit`: options in, a pipeline run, an exit code.
 
-Exit codes: 0 done, 1 the deploy or rollback failed (the reason is printed), 2 bad options.
+Exit codes: 0 done, 1 the deploy or rollback failed (the reason is printed), 2 bad options,
+3 switched but not serving yet (no master running; the command that starts one is printed).
+
+`forklift deploy share --app DIR NAME...` moves what the app wrote into its release to
+shared/; `forklift deploy agent` is what a deploy to several hosts runs on each host.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import shlex
 import sys
 
-from ..argtypes import OneLineParser, seconds
-from .pipeline import Pipeline
-from .push import init_push
+from .options import (
+    COMMANDS,
+    build_parser,
+    make_pipeline,
+)
 from .releases import AppDir
-from .report import Reporter, Settings
 from .systemd import unit_text
-
-COMMANDS = ("deploy", "releases", "rollback", "systemd-unit")
-
-
-_Parser = OneLineParser
-_seconds = seconds
-
-
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(text)
-
-
-def _add_app_options(p) -> None:
-    p.add_argument("--app", metavar="DIR", required=True, help="the app directory")
-    p.add_argument("--pidfile", metavar="FILE", help="the master's pidfile (remembered)")
-    p.add_argument(
-        "--health", metavar="PATH", help="new workers must answer GET PATH with a 2xx first"
-    )
-    p.add_argument("--health-host", metavar="HOST", help="Host header of the health check")
-    p.add_argument("--json", action="store_true", help="one JSON object per step")
-
-
-def build_parser(command: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"forklift {command}", description=_DESCRIPTIONS[command])
-    if command == "deploy":
-        _add_app_options(p)
-        p.add_argument("--repo", metavar="GIT_URL_OR_PATH", help="where to fetch (remembered)")
-        p.add_argument("--ref", help="branch, tag or commit (default: the remote's default branch)")
-        p.add_argument("--module", metavar="MODULE[:CALLABLE]", help="the WSGI app (remembered)")
-        p.add_argument(
-            "--ini",
-            metavar="FILE[:SECTION]",
-            help="the server's uwsgi.ini: the app (module/wsgi-file/callable) and pidfile "
-            "are read from it unless given (remembered)",
-        )
-        p.add_argument("--wsgi-file", metavar="FILE", help="the app's file, in the release")
-        p.add_argument("--callable", metavar="NAME", help="the app's name in it")
-        p.add_argument(
-            "--release-command", metavar="CMD", help="run once before the switch ('' for none)"
-        )
-        p.add_argument("--pip-args", metavar="ARGS", help="extra pip install arguments")
-        p.add_argument(
-            "--shared", metavar="NAME", action="append", help="keep shared/NAME (repeatable)"
-        )
-        p.add_argument(
-            "--watch",
-            metavar="SECONDS",
-            type=_seconds,
-            help="seconds to watch the new release (30)",
-        )
-        p.add_argument("--keep", metavar="N", type=_count, help="releases to keep (5)")
-        p.add_argument("--nginx", metavar="FILE", help="keep nginx's server block for the app here")
-        p.add_argument(
-            "--nginx-upstream",
-            metavar="ADDR",
-            action="append",
-            help="generate it for forklift at ADDR (uwsgi; http://ADDR for HTTP; repeatable)",
-        )
-        p.add_argument("--nginx-server-name", metavar="NAME", help="its server_name (_)")
-        p.add_argument("--nginx-listen", metavar="ADDR", help="its listen (80)")
-        p.add_argument(
-            "--nginx-source", metavar="PATH", help="without --nginx-upstream: the release's file"
-        )
-        p.add_argument("--nginx-cmd", metavar="CMD", help="how to run nginx (nginx)")
-        p.add_argument(
-            "--init-push", action="store_true", help="create DIR/repo.git: git push deploys"
-        )
-    elif command == "rollback":
-        _add_app_options(p)
-        p.add_argument("--to", metavar="ID", help="the release (default: previous healthy)")
-        p.add_argument(
-            "--watch",
-            dest="rollback_watch",
-            metavar="SECONDS",
-            type=_seconds,
-            default=0.0,
-            help="seconds to watch the release afterwards (0)",
-        )
-    elif command == "releases":
-        p.add_argument("--app", metavar="DIR", required=True, help="the app directory")
-        p.add_argument("--json", action="store_true", help="a JSON list")
-    else:
-        p.add_argument("--app", metavar="DIR", required=True, help="the app directory")
-        p.add_argument("--pidfile", metavar="FILE", help="(default: remembered, or in /run)")
-        p.add_argument("--user", help="User= of the service")
-        p.add_argument("--group", help="Group= of the service")
-        p.add_argument("--description", help="Description= of the unit")
-        p.add_argument(
-            "--no-virtualenv", action="store_true", help="no --virtualenv DIR/current/.venv"
-        )
-        p.epilog = "Other options (--http ADDR, --processes N, ...) are passed to the master."
-    return p
-
-
-_DESCRIPTIONS = {
-    "deploy": "Fetch a commit into a new release, check it, switch to it, watch it.",
-    "releases": "List the releases of an app directory.",
-    "rollback": "Go back to the previous healthy release (or --to ID): no fetch, no install.",
-    "systemd-unit": "Print a systemd unit for the master serving DIR/current.",
-}
-
-# option name -> settings key; what is given is remembered in DIR/deploy.json
-_REMEMBERED = {
-    "repo": "repo",
-    "pidfile": "pidfile",
-    "module": "module",
-    "ini": "ini",
-    "wsgi_file": "wsgi_file",
-    "callable": "callable",
-    "health": "health",
-    "health_host": "health_host",
-    "release_command": "release_command",
-    "shared": "shared",
-    "watch": "watch",
-    "keep": "keep",
-    "nginx": "nginx",
-    "nginx_source": "nginx_source",
-    "nginx_upstream": "nginx_upstream",
-    "nginx_server_name": "nginx_server_name",
-    "nginx_listen": "nginx_listen",
-    "nginx_cmd": "nginx_cmd",
-}
-
-
-def _merge(app: AppDir, args) -> dict:
-    settings = Settings().as_dict()
-    settings.update(app.load_settings())
-    for option, key in _REMEMBERED.items():
-        value = getattr(args, option, None)
-        if value is None:
-            continue
-        if option in ("pidfile", "nginx") and value:
-            value = os.path.abspath(value)
-        if option == "repo" and os.path.exists(value):
-            value = os.path.abspath(value)
-        if option == "release_command" and not value.strip():
-            value = None
-        settings[key] = value
-    if getattr(args, "pip_args", None) is not None:
-        settings["pip_args"] = shlex.split(args.pip_args)
-    if settings.get("ini"):
-        _settings_from_ini(settings)
-    return settings
-
-
-def _settings_from_ini(settings: dict) -> None:
-    """The app and pidfile as the server's own ini file names them (what it will serve)."""
-    from ..ini_config import config_from_ini
-
-    spec = settings["ini"]
-    if not spec.partition(":")[0].startswith("/"):
-        spec = os.path.abspath(spec)
-        settings["ini"] = spec
-    config = config_from_ini(spec)
-    if not settings.get("module") and not settings.get("wsgi_file"):
-        if config.wsgi_file:
-            settings["wsgi_file"] = config.wsgi_file
-        elif config.app:
-            settings["module"] = config.app
-        if config.callable and not settings.get("callable"):
-            settings["callable"] = config.callable
-    if config.pidfile and not settings.get("pidfile"):
-        settings["pidfile"] = os.path.abspath(config.pidfile)
 
 
 def main(argv: list) -> int:
+    if argv[:2] == ["deploy", "share"]:
+        argv = ["share", *argv[2:]]
+    elif argv[:2] == ["deploy", "agent"]:
+        from .agent import agent_main
+
+        return agent_main(argv[2:])
     if not argv or argv[0] not in COMMANDS:
         print(f"forklift deploy: expected one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
@@ -196,32 +40,53 @@ def main(argv: list) -> int:
         server_options = [o for o in server_options if o != "--"]
     else:
         args = parser.parse_args(argv[1:])
+    if getattr(args, "hosts", None) or getattr(args, "inventory", None):
+        from .fleet import fleet_main
+
+        return fleet_main(command, args, argv, parser)
+    if not args.app:
+        parser.error("the following arguments are required: --app")
     app = AppDir(args.app)
     if command == "releases":
         return releases_main(app, args.json)
     if command == "systemd-unit":
         return systemd_main(app, args, server_options)
+    if command == "share":
+        return share_main(app, args.names)
     if command == "rollback" and not app.releases_dir.is_dir():
         print(f"forklift rollback: error: {app.root}: no releases/ here", file=sys.stderr)
         return 2
-    settings = _merge(app, args)
-    if not settings.get("module") and not settings.get("wsgi_file"):
-        parser.error(
-            "no app: give --module MODULE:CALLABLE or --wsgi-file FILE once "
-            f"(remembered in {app.settings_path})"
-        )
+    pipeline = make_pipeline(command, app, args, parser)
     if command == "deploy" and args.init_push:
-        settings["repo"] = str(app.push_repo)
-        message = init_push(app, args.ref or "main")
-        app.save_settings(settings)
-        print(message)
         return 0
-    reporter = Reporter(sys.stdout, args.json)
-    pipeline = Pipeline(app, Settings.from_dict(settings), reporter, remember=settings)
     if command == "deploy":
         return pipeline.deploy(args.ref)
     pipeline.settings.watch = args.rollback_watch  # a rollback watches only when asked
     return pipeline.rollback(args.to)
+
+
+def share_main(app: AppDir, names: list) -> int:
+    from .releases import DeployError
+    from .strays import share
+
+    settings = app.load_settings()
+    shared = list(settings.get("shared") or [])
+    code = 0
+    for name in names:
+        try:
+            print(f"{name}: {share(app, name)}")
+        except DeployError as exc:
+            print(f"forklift deploy share: {name}: {exc}", file=sys.stderr)
+            code = 1
+            continue
+        rel = name.strip().rstrip("/")
+        if rel not in shared:
+            shared.append(rel)
+    if shared != (settings.get("shared") or []):
+        settings["shared"] = shared
+        app.save_settings(settings)
+        print(f"shared paths remembered in {app.settings_path}: {', '.join(shared)}")
+    return code
 
 
 def releases_main(app: AppDir, as_json: bool) -> int:

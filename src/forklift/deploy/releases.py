@@ -30,6 +30,29 @@ RELEASE_META = ".forklift-release.json"  # written last when a release is built
 HEALTHY = "healthy"
 
 
+# option name -> settings key; what is given is remembered in DIR/deploy.json
+REMEMBERED_OPTIONS = {
+    "repo": "repo",
+    "pidfile": "pidfile",
+    "module": "module",
+    "ini": "ini",
+    "wsgi_file": "wsgi_file",
+    "callable": "callable",
+    "health": "health",
+    "health_host": "health_host",
+    "release_command": "release_command",
+    "shared": "shared",
+    "watch": "watch",
+    "keep": "keep",
+    "nginx": "nginx",
+    "nginx_source": "nginx_source",
+    "nginx_upstream": "nginx_upstream",
+    "nginx_server_name": "nginx_server_name",
+    "nginx_listen": "nginx_listen",
+    "nginx_cmd": "nginx_cmd",
+}
+
+
 class DeployError(ForkliftError):
     """A deploy cannot go on; the message says why in one line, `lines` may show more (pip's)."""
 
@@ -77,9 +100,11 @@ class AppDir:
             path.mkdir(parents=True, exist_ok=True)
 
     # -- releases ---------------------------------------------------------------------------
-    def new_release_id(self, commit: str) -> str:
-        """`<UTC timestamp>-<sha7>`: names sort by time; a suffix only if two share a second."""
-        base = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + commit[:7]
+    def new_release_id(self, commit: str, stamp: str | None = None) -> str:
+        """`<UTC timestamp>-<sha7>`: names sort by time; a suffix only if two share a second.
+
+        `stamp` is the timestamp part given by a deploy to several hosts (one id on all)."""
+        base = (stamp or release_stamp()) + "-" + commit[:7]
         candidate, n = base, 1
         while (self.releases_dir / candidate).exists():
             n += 1
@@ -300,6 +325,10 @@ def describe_holder(holder: dict) -> str:
         parts.append(f"ref {holder['ref']}")
     if holder.get("started"):
         parts.append(f"since {holder['started']}")
+    if holder.get("deploy_id"):
+        parts.append(f"deploy {holder['deploy_id']} from {holder.get('coordinator', '?')}")
+    if holder.get("abandoned"):
+        parts.append(f"cut off: {holder['abandoned']}")
     return ", ".join(parts)
 
 
@@ -441,6 +470,10 @@ def current_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
+
+
+def release_stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
 def utc_now() -> str:
