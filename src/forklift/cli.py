@@ -34,6 +34,7 @@ Serve a WSGI application over HTTP/1.1 (and the uwsgi protocol) with pre-forked 
 
 EPILOG = """\
 control: forklift reload|stop|status --pidfile FILE
+watch:   forklift top --pidfile FILE | --ini FILE | --stats ADDR
 deploy:  forklift deploy|releases|rollback|systemd-unit --app DIR   (see docs/deploy.md)
 nginx:   forklift nginx-config --upstream ADDR | --ini FILE
 
@@ -265,7 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
         "workers but does not re-import changed code)",
     )
     g.add_argument("--vacuum", action="store_true", help="remove unix sockets and pidfile on exit")
-    g.add_argument("--stats", metavar="ADDR", help="serve the master's status as JSON on ADDR")
+    g.add_argument(
+        "--stats",
+        metavar="ADDR",
+        help="read-only: status JSON (raw or GET /status.json), GET /metrics, GET / (a page)",
+    )
+    g.add_argument(
+        "--disable-metrics", action="store_true", help="no request metrics (on by default)"
+    )
     g.add_argument(
         "--py-autoreload",
         metavar="SECONDS",
@@ -276,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("logging")
     g.add_argument("--disable-logging", action="store_true", help="no access log")
     g.add_argument("--access-log", metavar="FILE", help="access log file (default: stdout)")
+    g.add_argument(
+        "--access-log-format",
+        choices=["combined", "json"],
+        help="combined (default) or json (OpenTelemetry field names, every value escaped)",
+    )
     g.add_argument(
         "--logto",
         "--error-log",
@@ -367,11 +380,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "certfile": "certfile",
         "keyfile": "keyfile",
         "py_autoreload": "py_autoreload",
+        "access_log_format": "access_log_format",
     }
     for arg, attr in simple.items():
         value = getattr(args, arg)
         if value is not None:
             setattr(config, attr, value)
+    if args.disable_metrics:
+        config.metrics = False
     config.preload = config.preload or args.preload
     config.vacuum = config.vacuum or args.vacuum
     if args.strict:
@@ -436,6 +452,10 @@ def main(argv: list | None = None) -> int:
         from .deploy.cli import main as deploy_main
 
         return deploy_main(argv)
+    if argv and argv[0] == "top":
+        from .top import main as top_main
+
+        return top_main(argv[1:])
     if argv and argv[0] == "nginx-config":
         from .nginx import main as nginx_main
 

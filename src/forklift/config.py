@@ -234,7 +234,8 @@ class Config:
     pidfile: str | None = None
     daemonize: str | None = None
     vacuum: bool = False
-    stats: str | None = None
+    stats: str | None = None  # read-only stats listener: JSON, /metrics, the status page
+    metrics: bool = True  # request metrics (a few integer increments per request)
     config_file: str | None = None  # the ini file a reload re-reads
 
     # --- uWSGI features honoured from ini files (and some CLI options)
@@ -259,6 +260,7 @@ class Config:
 
     # --- logging
     access_log: str | None = "-"  # "-" = stdout; None = off (--disable-logging)
+    access_log_format: str = "combined"  # or "json" (OpenTelemetry field names)
     error_log: str | None = None  # None = stderr (--logto FILE)
     log_level: str = "info"
     log_4xx: bool = False  # with disable-logging, still log client errors (uWSGI's log-4xx)

@@ -54,6 +54,7 @@ class Site:
         "forwarded_allow_ips",
         "tls_context",
         "proxy_admits",
+        "metrics_key",
     )
 
     def __init__(self, listener, config, limits, *, multithread: bool, index: int = 0):
@@ -87,6 +88,9 @@ class Site:
             self.environ["HTTPS"] = "on"
         self.script_name = config.script_name
         self.forwarded_allow_ips = config.forwarded_allow_ips
+        # For the access log and metrics: which protocol delivered the request.
+        self.environ["forklift.protocol"] = addr.protocol
+        self.metrics_key = "u" if addr.protocol == PROTOCOL_UWSGI else ""  # metrics.Recorder
         if addr.protocol == PROTOCOL_UWSGI:
             self.protocol = uwsgi.UWSGI(config.buffer_size, limits.max_body)
             # uwsgi vars are trusted as a proxy's word (REMOTE_ADDR, HTTPS...): only the
@@ -221,6 +225,7 @@ class Connection:
                 except ProtocolError as exc:
                     raise PeerGone(f"bad request body: {exc}") from None
                 if type(event) is Data:
+                    self.body_size += len(event.data)  # the body-size metric counts it
                     return event.data
                 if event is NEED_DATA:
                     parser.receive_data(recv())

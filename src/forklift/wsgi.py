@@ -18,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from .abnf import field_value_forbidden_text, split_target, status_text, token_text
 from .errors import PeerGone
-from .proxy import apply_forwarded
+from .proxy import apply_forwarded, assign_request_id
 
 # What an app may send: header names are tokens; values hold no CTL but HTAB, latin-1 only.
 _header_name_ok = token_text.fullmatch
@@ -164,6 +164,7 @@ def build_environ(request, site, peer, body) -> dict | None:
     if split[0]:
         environ["SCRIPT_NAME"] = split[0]
     environ["wsgi.input"] = body
+    assign_request_id(environ, peer, site.forwarded_allow_ips, request.vars is not None)
     return environ
 
 
