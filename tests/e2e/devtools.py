@@ -16,8 +16,9 @@ import socket
 import struct
 import subprocess
 import tempfile
-import time
 import urllib.request
+
+from support import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = (
@@ -130,19 +131,20 @@ class Browser:
 
     def _port(self) -> int:
         path = os.path.join(self.profile, "DevToolsActivePort")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with open(path) as f:
-                    first = f.readline().strip()
-                if first:
-                    return int(first)
-            except (OSError, ValueError):
-                pass
+
+        def written() -> int:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"chromium exited with {self.proc.returncode}")
-            time.sleep(0.05)
-        raise RuntimeError("chromium did not open its DevTools port in 30 s")
+            with open(path) as f:
+                first = f.readline().strip()
+            return int(first) if first else 0
+
+        try:
+            return wait_until(
+                written, 30, interval=0.05, what="the DevTools port", ignoring=(OSError, ValueError)
+            )
+        except AssertionError:
+            raise RuntimeError("chromium did not open its DevTools port in 30 s") from None
 
     def call(self, method: str, **params) -> dict:
         """Send one command and return its result; events seen meanwhile are kept."""
@@ -166,12 +168,8 @@ class Browser:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 15.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.evaluate(expression)
-            if value or time.monotonic() >= deadline:
-                return value
-            time.sleep(0.1)
+        """The expression's value once truthy; AssertionError after `timeout`."""
+        return wait_until(lambda: self.evaluate(expression), timeout, interval=0.1, what=expression)
 
     def problems(self) -> list:
         """Console errors and warnings, uncaught exceptions and failed loads seen so far."""
@@ -211,12 +209,8 @@ class Browser:
 
 
 def _get_json(url: str):
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as answer:
-                return json.loads(answer.read())
-        except OSError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.1)
+    def fetched():
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return json.loads(answer.read())
+
+    return wait_until(fetched, 10, interval=0.1, what=url, ignoring=(OSError,))

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from nginx_support import Forklift
 
+from support import wait_until
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"  # git-ignored
 _STATS_LINE = re.compile(r"stats \(read-only\) on 127\.0\.0\.1:(\d+)")
 
@@ -52,11 +54,8 @@ def start_forklift(directory: Path, *options: str) -> Forklift:
         directory,
     ).start()
     server.pidfile = f"{run}/fl.pid"
-    deadline = time.monotonic() + 10
-    while not _STATS_LINE.search(server.log()):
-        assert time.monotonic() < deadline, server.log()
-        time.sleep(0.05)
-    server.stats_port = int(_STATS_LINE.search(server.log())[1])
+    found = wait_until(lambda: _STATS_LINE.search(server.log()), 10, what="the stats line")
+    server.stats_port = int(found[1])
     return server
 
 
@@ -74,8 +73,9 @@ def get(port: int, path: str = "/") -> int:
 class Load:
     """Requests in a background thread until stopped: mostly fast, some slow, a few 503s."""
 
-    def __init__(self, port: int, pause: float = 0.01):
+    def __init__(self, port: int, pause: float = 0.01, max_requests: int = 100_000):
         self.port = port
+        self.max_requests = max_requests
         self.pause = pause
         self.running = True
         self.sent = 0
@@ -84,7 +84,7 @@ class Load:
 
     def _run(self):
         paths = ["/"] * 8 + ["/slow?0.03", "/fail"]
-        while self.running:
+        while self.running and self.sent < self.max_requests:
             try:
                 get(self.port, paths[self.sent % len(paths)])
             except OSError:

@@ -7,20 +7,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 
+from support import free_port, wait_until
+
 PROMETHEUS = "/usr/bin/prometheus"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Prometheus:
@@ -56,20 +50,17 @@ class Prometheus:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"prometheus exited with {self.proc.returncode}: {self.logs()}")
-            try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.port}/-/ready", timeout=2
-                ) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"prometheus not ready in 30 s: {self.logs()}")
+            url = f"http://127.0.0.1:{self.port}/-/ready"
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                return answer.status == 200
+
+        try:
+            wait_until(ready, 30, interval=0.1, what="prometheus ready", ignoring=(OSError,))
+        except AssertionError:
+            raise RuntimeError(f"prometheus not ready in 30 s: {self.logs()}") from None
 
     def query(self, promql: str) -> list:
         """The instant vector of `promql` now: [(labels, float value)]."""

@@ -3,10 +3,8 @@ through its HTTP API counts exactly the requests sent (issue 19, part 6)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from nginx_support import stop_process
+from nginx_support import stop_process, wait_until
 from observability_support import get, start_forklift
 from prometheus_support import Prometheus
 
@@ -28,10 +26,12 @@ def test_prometheus_counts_every_request_across_a_recycle(tmp_path):
             result = prometheus.query("sum(http_server_request_duration_seconds_count)")
             return result[0][1] if result else None
 
-        deadline = time.monotonic() + 30
-        while counted() != SENT:
-            assert time.monotonic() < deadline, (counted(), prometheus.targets())
-            time.sleep(0.25)
+        try:
+            wait_until(
+                lambda: counted() == SENT, 30, interval=0.25, what=f"{SENT} requests counted"
+            )
+        except AssertionError as exc:
+            raise AssertionError((str(exc), counted(), prometheus.targets())) from None
         by_status = prometheus.query(
             "sum by (http_request_method, http_response_status_code, network_protocol_name)"
             " (http_server_request_duration_seconds_count)"

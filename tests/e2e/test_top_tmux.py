@@ -8,10 +8,9 @@ import os
 import signal
 import subprocess
 import threading
-import time
 
 import pytest
-from nginx_support import FORKLIFT, stop_process
+from nginx_support import FORKLIFT, stop_process, wait_until
 from observability_support import ARTIFACTS, Load, get, start_forklift
 
 
@@ -66,13 +65,16 @@ class Tmux:
         )
 
     def wait_screen(self, predicate, timeout: float = 15.0) -> list:
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.screen()
-            if predicate("\n".join(lines)):
-                return lines
-            assert time.monotonic() < deadline, "\n".join(lines)
-            time.sleep(0.1)
+        seen = []
+
+        def shown():
+            seen[:] = self.screen()
+            return predicate("\n".join(seen)) and list(seen)
+
+        try:
+            return wait_until(shown, timeout, interval=0.1, what="the screen")
+        except AssertionError:
+            raise AssertionError("\n".join(seen)) from None
 
     def close(self) -> None:
         try:
@@ -120,16 +122,14 @@ def test_top_shows_workers_requests_and_rates_in_80x24(tmp_path):
 
         tmux.keys("s")  # stacks of the selected worker, through the control socket
         tmux.wait_screen(lambda s: "written to the error log" in s)
-        deadline = time.monotonic() + 10
-        while "thread stacks of worker" not in server.log():
-            assert time.monotonic() < deadline, server.log()[-2000:]
-            time.sleep(0.1)
+        wait_until(
+            lambda: "thread stacks of worker" in server.log(), 10, interval=0.1,
+            what="the stacks in the error log",
+        )  # fmt: skip
 
         tmux.keys("q")
-        deadline = time.monotonic() + 10
-        while tmux.alive():  # top exited, so its pane and session closed
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        # top exited, so its pane and session closed
+        wait_until(lambda: not tmux.alive(), 10, interval=0.1, what="top to exit")
     finally:
         load.stop()
         if tmux is not None:

@@ -2,6 +2,9 @@
 
 `threads` parametrizes a test over the two code paths of the worker: the app run inline by
 the event loop (--threads 1) and on a thread pool (--threads 4).
+
+`master` starts, per test, masters with a pidfile (hence a control socket) serving a copy of
+master_apps/ that the test may rewrite before a reload.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Forklift
+from support import MASTER_APP, MASTER_APPS, Forklift
 
 # Printed by wsgiref.validate when a server never called the result's close().
 _UNCLOSED = "garbage collected without being closed"
@@ -85,3 +88,35 @@ def threads(request) -> int:
 @pytest.fixture
 def echo(servers, threads) -> Forklift:
     return servers.get("echo:app", "--threads", str(threads))
+
+
+@pytest.fixture
+def master(tmp_path):
+    """A factory: master(*options, workers=N, ...) starts a forklift and waits for it.
+
+    Every server of a test serves the same copy of `master_apps/` (tmp_path/app), so a test
+    may rewrite the app's code before a reload; each has its own logs and pidfile.
+    """
+    appdir = tmp_path / "app"
+    shutil.copytree(MASTER_APPS, appdir, ignore=shutil.ignore_patterns("__pycache__"))
+    started = []
+
+    def start(
+        *options, workers=1, app=MASTER_APP, http=None, wait=True, error_log=None, listeners=None
+    ) -> Forklift:
+        server = Forklift(
+            tmp_path / f"server{len(started)}",
+            app,
+            "--disable-logging",
+            *options,
+            listen=(http or "127.0.0.1:0",),
+            chdir=appdir,
+            pidfile=True,
+            error_log=error_log,
+        )
+        started.append(server)
+        return server.start(workers, listeners) if wait else server.spawn()
+
+    yield start
+    for server in started:
+        server.stop()

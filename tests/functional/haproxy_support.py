@@ -11,16 +11,11 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
+from support import free_port, wait_until
+
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HAProxy:
@@ -66,19 +61,22 @@ class HAProxy:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        deadline = time.monotonic() + timeout
+
+        def listening(port: int) -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"haproxy exited:\n{self.log.read_text()}")
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+
         for port in self.ports.values():
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"haproxy exited:\n{self.log.read_text()}")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        raise RuntimeError(f"haproxy did not listen on {port}") from None
-                    time.sleep(0.02)
+            try:
+                wait_until(
+                    lambda p=port: listening(p), timeout, what=f"haproxy on {port}",
+                    ignoring=(OSError,),
+                )  # fmt: skip
+            except AssertionError:
+                self.stop()
+                raise RuntimeError(f"haproxy did not listen on {port}") from None
         return self
 
     def stop(self) -> None:

@@ -18,8 +18,10 @@ import pytest
 from forklift.activation import adopt_listeners, passed_fds
 from forklift.config import PROTOCOL_HTTP, PROTOCOL_UWSGI, ListenAddress, parse_address
 from forklift.errors import ConfigError
+from support import MASTER_APP, MASTER_APPS, Forklift, free_port, wait_until
+from support.wire import Wire, request
 
-from .test_master import Load, Server, describe_failures, version_of, wait_until, write_version
+from .test_master import CONTROL_ERRORS, Load, describe_failures, version_of, write_version
 
 
 def test_passed_fds_reads_and_unsets_the_environment():
@@ -174,56 +176,59 @@ def test_systemd_unit_socket_activation_pair_passes_systemd_analyze(tmp_path):
 # --- systemd-socket-activate: the real handover ---------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ActivatedServer(Server):
+class ActivatedForklift(Forklift):
     """A forklift exec'd by `systemd-socket-activate`, which binds the port and passes it as
     fd 3 with LISTEN_FDS/LISTEN_PID, as systemd does for a .socket unit. forklift is started
-    without --http: the passed socket is served as given."""
+    without --http: the passed socket is served as given. It serves a copy of master_apps/
+    (its version rewritten by the test) and has a pidfile, hence a control socket."""
 
-    def __init__(self, tmp_path, *options, port: int, **kwargs):
-        super().__init__(tmp_path, *options, **kwargs)
+    def __init__(self, directory: Path, *options: str, port: int):
+        appdir = directory / "app"
+        shutil.copytree(MASTER_APPS, appdir, ignore=shutil.ignore_patterns("__pycache__"))
+        super().__init__(
+            directory, MASTER_APP, "--disable-logging", *options,
+            listen=(), chdir=appdir, pidfile=True,
+        )  # fmt: skip
         self.activation_port = port
 
     def command(self) -> list:
-        cmd = super().command()
-        at = cmd.index("--http")
-        del cmd[at : at + 2]
         tool = shutil.which("systemd-socket-activate")
-        return [tool, "-l", f"127.0.0.1:{self.activation_port}", *cmd]
+        return [tool, "-l", f"127.0.0.1:{self.activation_port}", *super().command()]
 
 
 @pytest.mark.requires("systemd-socket-activate")
 def test_socket_activation_serves_the_passed_socket_and_hup_under_load_drops_nothing(tmp_path):
     port = free_port()
-    server = ActivatedServer(tmp_path, "--processes", "2", "--threads", "4", port=port)
+    server = ActivatedForklift(tmp_path, "--processes", "2", "--threads", "4", port=port)
     try:
         server.spawn()
         # systemd-socket-activate holds the socket and execs forklift on the first
         # connection: that request waits in the kernel's queue and is answered.
-        server.port = port
-        wait_until(lambda: "Listening on" in server.log(), 10, "systemd-socket-activate")
-        status, body = server.get("/")
-        assert status == 200 and body.startswith("v1 ")
+        wait_until(lambda: "Listening on" in server.log(), 10, what="systemd-socket-activate")
+        with Wire.connect(("127.0.0.1", port), timeout=10) as wire:
+            wire.send(request("GET", "/", [("Connection", "close")]))
+            first = wire.read_response()
+        assert first.status == 200 and first.body.decode().startswith("v1 ")
         assert f"listening on 127.0.0.1:{port} (http) from systemd" in server.log()
+        server.wait_listening(1)
+        assert server.port == port
         assert server.proc.pid == int(Path(server.pidfile).read_text())  # exec'd: same pid
         server.wait_workers(2)
 
         load = Load(server, "/sleep?s=0.01", threads=8, duration=10.0, keepalive=True).start()
-        wait_until(lambda: len(load.results) >= 50, 10, "50 answers from generation 1")
+        wait_until(lambda: len(load.results) >= 50, 10, what="50 answers from generation 1")
         write_version(server, 'VERSION = "v2"\n')
         server.signal(signal.SIGHUP)
         wait_until(
             lambda: server.status()["generation"] == 2 and server.wait_workers(2, 5.0),
             10,
-            "generation 2 serving after HUP",
+            what="generation 2 serving after HUP",
+            ignoring=CONTROL_ERRORS,
         )
         settled = len(load.results)
-        wait_until(lambda: len(load.results) >= settled + 50, 10, "50 answers after the reload")
+        wait_until(
+            lambda: len(load.results) >= settled + 50, 10, what="50 answers after the reload"
+        )
         results = load.stop()
         failed = [r for r in results if not r.ok]
         assert len(results) > 100, len(results)
@@ -232,7 +237,7 @@ def test_socket_activation_serves_the_passed_socket_and_hup_under_load_drops_not
         # the passed socket is still the one served, not a new bind
         assert server.log().count("listening on") == 1
     finally:
-        server.close()
+        server.stop()
 
 
 def test_vacuum_never_removes_a_socket_file_systemd_owns(tmp_path):

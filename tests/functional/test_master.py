@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from support import (
-    MASTER_APPS,
     Forklift,
     pid_alive,
     proc_children,
@@ -35,7 +34,6 @@ from support import (
     wait_until,
 )
 
-APP = "fkapp:application"
 _RETRYABLE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)  # + RemoteDisconnected
 
 
@@ -45,36 +43,7 @@ _RETRYABLE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)  # 
 CONTROL_ERRORS = (OSError, ValueError, KeyError)
 
 
-@pytest.fixture
-def master(tmp_path):
-    """A factory: master(*options, workers=N, ...) starts a forklift and waits for it.
-
-    Every server of a test serves the same copy of `master_apps/` (tmp_path/app), so a test
-    may rewrite the app's code before a reload; each has its own logs and pidfile.
-    """
-    appdir = tmp_path / "app"
-    shutil.copytree(MASTER_APPS, appdir, ignore=shutil.ignore_patterns("__pycache__"))
-    started = []
-
-    def start(
-        *options, workers=1, app=APP, http=None, wait=True, error_log=None, listeners=None
-    ) -> Forklift:
-        server = Forklift(
-            tmp_path / f"server{len(started)}",
-            app,
-            "--disable-logging",
-            *options,
-            listen=(http or "127.0.0.1:0",),
-            chdir=appdir,
-            pidfile=True,
-            error_log=error_log,
-        )
-        started.append(server)
-        return server.start(workers, listeners) if wait else server.spawn()
-
-    yield start
-    for server in started:
-        server.stop()
+# `master`, the fixture that starts these servers, is in conftest.py (other files use it).
 
 
 # --- a bounded load generator ------------------------------------------------------------------

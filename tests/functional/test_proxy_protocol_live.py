@@ -12,16 +12,15 @@ import json
 import socket
 import struct
 import time
-from pathlib import Path
 
 import pytest
 
 from forklift.proxy_protocol import build_v1, build_v2
+from support import APPS, Forklift, wait_until
+from support.wire import Wire
 
 from .certs import shared_pki
 from .haproxy_support import HAProxy
-from .server import Forklift, wait_for
-from .wire import Wire
 
 CLIENT_HOST = "127.0.0.2"
 GET = b"GET /who HTTP/1.1\r\nHost: localhost\r\n\r\n"
@@ -38,8 +37,7 @@ def proxied(tmp_path_factory):
         "1",
         "--socket",
         "127.0.0.1:0",
-    ).start()
-    assert wait_for(lambda: server.stderr().count("listening on") >= 2, 10), server.stderr()
+    ).start(listeners=2)
     yield server
     server.stop()
 
@@ -216,9 +214,9 @@ def test_haproxy_send_proxy_v2_then_tls_to_forklift(tmp_path, tmp_path_factory):
     server = Forklift(
         tmp_path, "echo:app", "--proxy-protocol",
         "--https", f"127.0.0.1:0,{pki.cert},{pki.key}", listen=(),
-    ).start()  # fmt: skip
+    ).start(listeners=1)  # fmt: skip
     try:
-        assert wait_for(lambda: "(https)" in server.stderr(), 10), server.stderr()
+        assert "(https)" in server.stderr(), server.stderr()
         line = next(x for x in server.stderr().splitlines() if "(https)" in x)
         port = int(line.split("listening on ")[1].split()[0].rpartition(":")[2])
         options = f"ssl verify required ca-file {pki.ca} sni str(localhost) send-proxy-v2"
@@ -244,7 +242,7 @@ def test_an_ini_with_http_enable_proxy_protocol(tmp_path):
     ini = tmp_path / "uwsgi.ini"
     ini.write_text(
         "[uwsgi]\n"
-        f"chdir = {Path(__file__).parent / 'apps'}\n"
+        f"chdir = {APPS}\n"
         "module = echo:app\n"
         "http-socket = 127.0.0.1:0\n"
         "http-enable-proxy-protocol = 1\n"
@@ -255,9 +253,8 @@ def test_an_ini_with_http_enable_proxy_protocol(tmp_path):
         "thunder-lock = 1\n"
         "die-on-term = true\n"
     )
-    server = Forklift(tmp_path, None, "--ini", str(ini), listen=()).start()
+    server = Forklift(tmp_path, None, "--ini", str(ini), listen=()).start(listeners=1)
     try:
-        assert wait_for(lambda: "listening on" in server.stderr(), 10), server.stderr()
         line = next(x for x in server.stderr().splitlines() if "listening on" in x)
         port = int(line.split("listening on ")[1].split()[0].rpartition(":")[2])
         with client(port, "127.0.0.1") as sock:
@@ -293,7 +290,7 @@ def test_haproxy_health_checks_with_a_local_header_are_served_quietly(proxied, t
                 f.seek(out_mark)
                 return f.read().count(b"GET /health")
 
-        assert wait_for(lambda: checks_seen() >= 3, 10), proxied.stdout()[-2000:]
+        wait_until(lambda: checks_seen() >= 3, 10, what="3 health checks in the access log")
     finally:
         haproxy.stop()
     assert "WARNING" not in proxied.stderr_since(mark), proxied.stderr_since(mark)

@@ -19,27 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from support import APPS, Forklift, wait_until
+from support.wire import Wire
+
 from .certs import issue, shared_pki
-from .server import Forklift, wait_for
-from .wire import Wire
 
 pytestmark = pytest.mark.requires("openssl")
 
 GET = b"GET /%d HTTP/1.1\r\nHost: localhost\r\n\r\n"
-
-
-class TlsForklift(Forklift):
-    """A forklift whose listeners are `--https ADDR,CERT,KEY`."""
-
-    def __init__(self, directory, app, *options, cert, key, **kwargs):
-        super().__init__(directory, app, *options, **kwargs)
-        self.cert, self.key = cert, key
-
-    def command(self) -> list:
-        cmd = [sys.executable, "-m", "forklift", "--chdir", str(Path(__file__).parent / "apps")]
-        for addr in self.listen:
-            cmd += ["--https", f"{addr},{self.cert},{self.key}"]
-        return cmd + self.options + ([self.app] if self.app else [])
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +38,12 @@ def pki(tmp_path_factory):
 def https(pki, tmp_path_factory):
     """One inline worker (--threads 1) serving echo over TLS: a client that stalls in the
     handshake would block everything if the handshake were not in the event loop."""
-    server = TlsForklift(
+    server = Forklift(
         tmp_path_factory.mktemp("tls"),
         "echo:app",
         "--head-timeout",
         "1",
-        cert=pki.cert,
-        key=pki.key,
+        tls=(pki.cert, pki.key),
     ).start()
     yield server
     server.stop()
@@ -193,7 +179,7 @@ def start_expecting_failure(tmp_path, *args: str) -> subprocess.CompletedProcess
         capture_output=True,
         text=True,
         timeout=30,
-        cwd=Path(__file__).parent / "apps",
+        cwd=APPS,
     )
 
 
@@ -227,7 +213,7 @@ def test_hup_loads_renewed_certificates_and_a_bad_one_keeps_the_old(pki, tmp_pat
     cert, key = live / "site.crt", live / "site.key"
     shutil.copy(pki.cert, cert)
     shutil.copy(pki.key, key)
-    server = TlsForklift(tmp_path, "echo:app", "--processes", "2", cert=cert, key=key).start()
+    server = Forklift(tmp_path, "echo:app", "--processes", "2", tls=(cert, key)).start()
     try:
         assert peer_organization(server.port, pki) == "server"
         renewed_cert, renewed_key = issue(
@@ -238,7 +224,10 @@ def test_hup_loads_renewed_certificates_and_a_bad_one_keeps_the_old(pki, tmp_pat
         mark = server.stderr_mark()
         os.kill(server.proc.pid, signal.SIGHUP)
         server.wait_for_stderr(mark, "is serving", timeout=15)
-        assert wait_for(lambda: peer_organization(server.port, pki) == "renewed", 10)
+        wait_until(
+            lambda: peer_organization(server.port, pki) == "renewed", 10,
+            what="the renewed certificate served",
+        )  # fmt: skip
 
         # A broken renewal: the reload is refused, the renewed certificate keeps serving.
         key.write_text(pki.other_key.read_text())
@@ -269,8 +258,8 @@ def test_git_push_and_clone_over_https_against_dulwich(pki, tmp_path):
 
     bare = tmp_path / "served.git"
     Repo.init_bare(str(bare), mkdir=True)
-    server = TlsForklift(
-        tmp_path, "gitserve:app", "--threads", "2", cert=pki.cert, key=pki.key,
+    server = Forklift(
+        tmp_path, "gitserve:app", "--threads", "2", tls=(pki.cert, pki.key),
         env={"GIT_REPO": str(bare)},
     ).start()  # fmt: skip
     try:
@@ -309,13 +298,11 @@ def test_ini_file_with_https_serves_both_listeners(pki, tmp_path):
         "[uwsgi]\n"
         "http = 127.0.0.1:0\n"
         "https = 127.0.0.1:0,%d/uwsgi-ssl.crt,%d/uwsgi-ssl.key,HIGH\n"
-        f"chdir = {Path(__file__).parent / 'apps'}\n"
+        f"chdir = {APPS}\n"
         "module = echo:app\nmaster = true\nprocesses = 1\n"
     )
-    server = Forklift(tmp_path, None, "--ini", str(ini), listen=()).start()
+    server = Forklift(tmp_path, None, "--ini", str(ini), listen=()).start(listeners=2)
     try:
-        found = wait_for(lambda: server.stderr().count("listening on") >= 2, 10)
-        assert found, server.stderr()
         lines = [x for x in server.stderr().splitlines() if "listening on" in x]
         assert "(http)" in lines[0] and "(https)" in lines[1], lines
         https_port = int(lines[1].split("listening on ")[1].split()[0].rpartition(":")[2])
@@ -349,7 +336,7 @@ def test_an_answer_read_to_eof_ends_with_close_notify(pki, https):
 def test_keep_alive_and_pipelining_over_tls_with_a_thread_pool(pki, tmp_path):
     """With --threads the loop hands a TLS connection to a thread and takes it back
     between requests, as it does plain ones."""
-    server = TlsForklift(tmp_path, "echo:app", "--threads", "4", cert=pki.cert, key=pki.key)
+    server = Forklift(tmp_path, "echo:app", "--threads", "4", tls=(pki.cert, pki.key))
     server.start()
     try:
         with tls_connect(server, pki) as tls:
@@ -371,14 +358,14 @@ def test_hup_rereads_the_ini_and_serves_the_certificate_it_now_names(pki, tmp_pa
         ini.write_text(
             "[uwsgi]\n"
             f"https = 127.0.0.1:0,{cert},{key}\n"
-            f"chdir = {Path(__file__).parent / 'apps'}\n"
+            f"chdir = {APPS}\n"
             "module = echo:app\n"
         )
 
     write_ini(pki.cert, pki.key)
-    server = Forklift(tmp_path, None, "--ini", str(ini), listen=()).start()
+    server = Forklift(tmp_path, None, "--ini", str(ini), listen=()).start(listeners=1)
     try:
-        assert wait_for(lambda: "(https)" in server.stderr(), 10), server.stderr()
+        assert "(https)" in server.stderr(), server.stderr()
         line = next(x for x in server.stderr().splitlines() if "(https)" in x)
         port = int(line.split("listening on ")[1].split()[0].rpartition(":")[2])
         assert peer_organization(port, pki) == "server"
@@ -387,7 +374,9 @@ def test_hup_rereads_the_ini_and_serves_the_certificate_it_now_names(pki, tmp_pa
         mark = server.stderr_mark()
         os.kill(server.proc.pid, signal.SIGHUP)
         server.wait_for_stderr(mark, "is serving", timeout=15)
-        assert wait_for(lambda: peer_organization(port, pki) == "moved", 10)
+        wait_until(
+            lambda: peer_organization(port, pki) == "moved", 10, what="the moved certificate"
+        )
 
         write_ini(renewed_cert, pki.other_key)  # a key of another certificate
         mark = server.stderr_mark()

@@ -2,12 +2,13 @@
 ports and process checks, and the raw HTTP client. Importable as `support` (pyproject puts
 tests/ on pytest's pythonpath)."""
 
-from .forklift import APPS, MASTER_APPS, Forklift, UnixHTTPConnection, read_until_eof
+from .forklift import APPS, MASTER_APP, MASTER_APPS, Forklift, UnixHTTPConnection, read_until_eof
 from .processes import cmdline_has, free_port, pid_alive, proc_children, proc_state, stop_process
 from .waiting import wait_until
 
 __all__ = [
     "APPS",
+    "MASTER_APP",
     "MASTER_APPS",
     "Forklift",
     "UnixHTTPConnection",
