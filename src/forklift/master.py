@@ -557,6 +557,7 @@ class Master:
                     "requests": requests,
                     "errors_5xx": errors,
                     "busy": busy,
+                    "connections": self.scoreboard.connections(w.slot),
                     "state": "busy" if busy else "idle",
                     "rss_mb": round(rss_mb(w.pid), 1),
                 }

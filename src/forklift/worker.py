@@ -42,6 +42,10 @@ EXIT_BOOT_FAILED = 3  # the exit code of a worker whose app did not import or fa
 _EPOLLIN = select.EPOLLIN
 _ONESHOT = select.EPOLLONESHOT
 _LINGER_SECONDS = 2.0  # after an error answer, read and discard what the client still sends
+# Balance: a worker holding this many connections more than the fair share (scoreboard) stops
+# accepting until the others catch up; it looks again every _BALANCE_RECHECK seconds.
+_SLACK = 4
+_BALANCE_RECHECK = 0.005
 
 
 def boot(
@@ -138,7 +142,8 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         self._poller.register(self._wake_r, _EPOLLIN)
         self._sites = {}
-        self._paused = False  # listeners unregistered because every thread has work
+        self._paused = False  # listeners unregistered: every thread has work, or over share
+        self._over_share = False  # paused because this worker holds more than its share
         self._resume_wanted = False
         self._accept_again_at = 0.0  # after EMFILE: when to try accepting again
         self._drop_idle = False  # stopping with no successor: idle keep-alive clients too
@@ -200,12 +205,14 @@ class Worker:
         if self.slot is not None or self.config.harakiri:
             Watchdog(self, self.slot, self.notify, self.master_pid, self.config.harakiri).start()
         self._listen(True)
+        self._report_connections()
         poll = self._poller.poll
         sites = self._sites
         conns = self._conns
         wake_r = self._wake_r
         next_sweep = time.monotonic() + 1.0
         accepting = True
+        next_balance = 0.0
         try:
             while True:
                 if not self.alive:
@@ -215,7 +222,7 @@ class Worker:
                     if self._finished_draining():
                         return
                 try:
-                    events = poll(1.0)
+                    events = poll(_BALANCE_RECHECK if self._over_share else 1.0)
                 except InterruptedError:
                     continue
                 for fd, _ev in events:
@@ -238,6 +245,9 @@ class Worker:
                             if accepting:
                                 self._resume_accepting()
                 now = time.monotonic()
+                if self._over_share and now >= next_balance and accepting:
+                    next_balance = now + _BALANCE_RECHECK
+                    self._resume_accepting()
                 if self._accept_again_at and now >= self._accept_again_at:
                     self._accept_again_at = 0.0
                     if accepting:
@@ -255,12 +265,16 @@ class Worker:
         self.stop(graceful=True)
 
     def _listen(self, on: bool) -> None:
-        """Watch the listeners (or stop watching them) in the loop's epoll set."""
+        """Watch the listeners (or stop watching them) in the loop's epoll set.
+
+        Level-triggered and not EPOLLEXCLUSIVE: the kernel hands an exclusive wake-up to the
+        first idle waiter, always the same one, and a worker that then stops accepting (its
+        share is full) would leave the queued clients to waiters nobody wakes. Every worker
+        watching sees a non-empty queue; the fair-share rule decides who takes from it."""
         for fd in self._sites:
             try:
                 if on:
-                    # EPOLLEXCLUSIVE: with several workers on one socket, wake one, not all.
-                    self._poller.register(fd, _EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
+                    self._poller.register(fd, _EPOLLIN)
                 else:
                     self._poller.unregister(fd)
             except (OSError, KeyError):
@@ -276,11 +290,29 @@ class Worker:
     def _resume_accepting(self) -> None:
         if not self._paused or (self._pool is not None and self._pool.full):
             return
+        self._over_share = self._holds_too_many()
+        if self._over_share:
+            return
         self._paused = False
         self._listen(True)
 
+    def _holds_too_many(self) -> bool:
+        """More open connections than the workers' fair share plus `_SLACK`: leave new
+        clients to the others (keep-alive clients stay where they land, so balance is
+        decided at accept time). A worker alone, or without a master, never is."""
+        mine = len(self._conns)
+        if mine < _SLACK or self.slot is None:
+            return False
+        return mine >= self.slot.fair_share() + _SLACK
+
+    def _report_connections(self) -> None:
+        if self.slot is not None:
+            self.slot.connections(len(self._conns), self.alive)
+
     def _stop_accepting(self) -> None:
         self._listen(False)
+        self._over_share = False
+        self._report_connections()  # draining: out of everybody's fair share
         # Idle keep-alive connections are not cut: a client may be sending on one right now.
         # A request that arrives is answered with "Connection: close"; the others end at
         # their keep-alive deadline, as they would have anyway.
@@ -311,6 +343,10 @@ class Worker:
         for _ in range(64):  # bounded, so one busy listener cannot starve the others
             if not self.alive or self._paused:
                 return  # retired or full during this batch: leave the rest to others
+            if len(self._conns) >= _SLACK and self._holds_too_many():
+                self._over_share = True
+                self._pause_accepting()
+                return
             try:
                 fd, addr = raw_accept()
                 sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
@@ -345,6 +381,8 @@ class Worker:
             sink = Sink(sock, self.config.socket_timeout, self.inline)
             conn = Connection(sock, peer, site, sink, deadline)
             self._conns[conn.fd] = conn
+            if self.slot is not None:
+                self.slot.connections(len(self._conns), self.alive)
             self._poller.register(conn.fd, self._conn_flags)
             if self.inline:
                 # The request often arrived with the connection (nginx and most clients
@@ -662,6 +700,8 @@ class Worker:
             return
         conn.fd = -1
         self._conns.pop(fd, None)
+        if self.slot is not None:
+            self.slot.connections(len(self._conns), self.alive)
         # No epoll unregister: closing the only descriptor of a socket removes it from the
         # epoll set, and it saves a system call on every connection.
         try:
