@@ -91,9 +91,14 @@ def _forklift(threads: int, unix: bool = False):
     def argv(target, port, proto):
         listener = "--socket" if proto == "uwsgi" else "--http"
         address = f"{HOST}:{port}"
+        prefix = []
         if unix and proto == "uwsgi":
             address = f"unix:{unix_socket_path(port)}"
+            # nginx's workers run as another user: they need write permission on the socket
+            # (umask 000 for the exec'd server, which keeps the shell's pid).
+            prefix = ["/bin/sh", "-c", 'umask 000 && exec "$0" "$@"']
         return [
+            *prefix,
             str(VBIN / "forklift"),
             listener,
             address,

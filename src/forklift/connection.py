@@ -91,6 +91,7 @@ class Connection:
         "requests",
         "sink",
         "flush_keep_alive",
+        "watched",
     )
 
     def __init__(self, sock, peer, site, sink, deadline):
@@ -107,6 +108,7 @@ class Connection:
         self.body_size = 0
         self.requests = 0
         self.flush_keep_alive = False
+        self.watched = False  # in the loop's epoll set (not before its first wait for bytes)
 
     def body_stream(self, streaming: bool):
         """`wsgi.input` for the current request: the buffered body, or, when `streaming`,

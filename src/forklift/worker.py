@@ -376,21 +376,36 @@ class Worker:
                     )
                     sock.close()
                     continue
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                # TCP_NODELAY comes from the listener (sockets.py): Linux copies it on accept.
             sock.setblocking(False)
             sink = Sink(sock, self.config.socket_timeout, self.inline)
             conn = Connection(sock, peer, site, sink, deadline)
             self._conns[conn.fd] = conn
             if self.slot is not None:
                 self.slot.connections(len(self._conns), self.alive)
-            self._poller.register(conn.fd, self._conn_flags)
             if self.inline:
                 # The request often arrived with the connection (nginx and most clients
-                # send at once): read it now rather than after another epoll round.
+                # send at once): read it now rather than after another epoll round, and add
+                # the connection to the epoll set only if it outlives its first answer.
                 try:
                     self._on_readable(conn)
                 except Exception:
                     self._internal_error(conn)
+                if conn.fd < 0 or conn.watched:
+                    continue
+            try:
+                self._watch(conn, self._conn_flags)
+            except OSError:
+                self._close(conn)
+
+    def _watch(self, conn, events: int) -> None:
+        """What the loop waits for on a connection; the first call adds it to the epoll set.
+        Raises OSError (the caller closes)."""
+        if conn.watched:
+            self._poller.modify(conn.fd, events)
+        else:
+            self._poller.register(conn.fd, events)
+            conn.watched = True
 
     def _on_readable(self, conn) -> None:
         if conn.phase == BUSY:
@@ -601,7 +616,7 @@ class Worker:
         conn.flush_keep_alive = keep_alive
         conn.deadline = time.monotonic() + self.config.socket_timeout
         try:
-            self._poller.modify(conn.fd, select.EPOLLOUT)
+            self._watch(conn, select.EPOLLOUT)
         except OSError:
             self._close(conn)
 
@@ -690,7 +705,7 @@ class Worker:
         conn.phase = LINGER
         conn.deadline = time.monotonic() + _LINGER_SECONDS
         try:
-            self._poller.modify(conn.fd, self._conn_flags)
+            self._watch(conn, self._conn_flags)
         except OSError:
             self._close(conn)
 
