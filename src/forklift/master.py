@@ -18,12 +18,12 @@ import socket
 import sys
 import time
 
+from .boot import EXIT_BOOT_FAILED, boot
 from .control_server import ControlServer
 from .daemons import AttachDaemons, describe_exit
 from .errors import AppImportError, ConfigError
 from .log import error_log, setup_error_log
 from .scoreboard import Scoreboard
-from .worker import EXIT_BOOT_FAILED, boot
 
 _BOOT_TIMEOUT = 60.0  # a worker that neither reports ready nor fails in this time is killed
 _FAST_STOP_GRACE = 1.0  # INT/QUIT: seconds before SIGKILL
