@@ -79,9 +79,9 @@ class WorkerSlot:
     __slots__ = (
         "_mem",
         "_offset",
-        "_conns",
+        "counts",
         "_accepting",
-        "_index",
+        "index",
         "fair_share",
         "busy",
         "requests",
@@ -91,9 +91,9 @@ class WorkerSlot:
     def __init__(self, board: Scoreboard, slot: int):
         self._mem = board._mem
         self._offset = slot * _SLOT.size
-        self._conns = board._conns
+        self.counts = board._conns  # int32 per slot: a worker writes `counts[index]` itself
         self._accepting = board._accepting
-        self._index = slot
+        self.index = slot
         self.fair_share = board.fair_share
         self.busy = 0
         self.requests = 0
@@ -114,8 +114,8 @@ class WorkerSlot:
     def connections(self, count: int, accepting: bool) -> None:
         """How many connections this worker holds, and whether it takes new ones; a worker
         that drains (stopping, retiring) counts in nobody's share."""
-        self._conns[self._index] = count if accepting else 0
-        self._accepting[self._index] = 1 if accepting else 0
+        self.counts[self.index] = count if accepting else 0
+        self._accepting[self.index] = 1 if accepting else 0
 
     def heartbeat(self) -> None:
         struct.pack_into("<d", self._mem, self._offset + 20, time.monotonic())

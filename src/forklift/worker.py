@@ -78,6 +78,9 @@ class Worker:
         self._sites = {}
         self._paused = False  # listeners unregistered: every thread has work, or over share
         self._over_share = False  # paused because this worker holds more than its share
+        # This worker's open-connection count in the scoreboard, written without a call.
+        self._counts = slot.counts if slot is not None else None
+        self._slot_index = slot.index if slot is not None else 0
         self._resume_wanted = False
         self._accept_again_at = 0.0  # after EMFILE: when to try accepting again
         self._drop_idle = False  # stopping with no successor: idle keep-alive clients too
@@ -274,6 +277,7 @@ class Worker:
         family = lsock.family
         now = time.monotonic()
         deadline = now + self.config.head_timeout
+        counts, slot_index = self._counts, self._slot_index
         for _ in range(64):  # bounded, so one busy listener cannot starve the others
             if not self.alive or self._paused:
                 return  # retired or full during this batch: leave the rest to others
@@ -315,8 +319,8 @@ class Worker:
             sink = Sink(sock, self.config.socket_timeout, self.inline)
             conn = Connection(sock, peer, site, sink, deadline)
             self._conns[conn.fd] = conn
-            if self.slot is not None:
-                self.slot.connections(len(self._conns), self.alive)
+            if counts is not None:
+                counts[slot_index] = len(self._conns)  # the fair share's input, no call
             if self.inline:
                 # The request often arrived with the connection (nginx and most clients
                 # send at once): read it now rather than after another epoll round, and add
@@ -649,8 +653,8 @@ class Worker:
             return
         conn.fd = -1
         self._conns.pop(fd, None)
-        if self.slot is not None:
-            self.slot.connections(len(self._conns), self.alive)
+        if self._counts is not None and self.alive:  # a draining worker's count stays 0
+            self._counts[self._slot_index] = len(self._conns)
         # No epoll unregister: closing the only descriptor of a socket removes it from the
         # epoll set, and it saves a system call on every connection.
         try:
