@@ -37,6 +37,7 @@ class Site:
 
     __slots__ = (
         "listener",
+        "family",
         "environ",
         "is_unix",
         "protocol",
@@ -48,6 +49,7 @@ class Site:
 
     def __init__(self, listener, config, limits, *, multithread: bool):
         self.listener = listener
+        self.family = listener.sock.family  # once: the property converts to an enum per call
         addr = listener.address
         self.is_unix = addr.is_unix
         if addr.is_unix:
@@ -94,9 +96,9 @@ class Connection:
         "watched",
     )
 
-    def __init__(self, sock, peer, site, sink, deadline):
+    def __init__(self, sock, fd, peer, site, sink, deadline):
         self.sock = sock
-        self.fd = sock.fileno()
+        self.fd = fd  # what accept() returned: no fileno() call
         self.parser = site.protocol.new_parser()
         self.sink = sink  # where answers go; what it holds back, the loop sends (FLUSH)
         self.peer = peer  # (addr, port), or None on a unix socket

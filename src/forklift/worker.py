@@ -274,7 +274,7 @@ class Worker:
     def _accept(self, site) -> None:
         lsock = site.listener.sock
         raw_accept = lsock._accept  # (fd, address): skips socket.accept's Python wrapper
-        family = lsock.family
+        family = site.family
         now = time.monotonic()
         deadline = now + self.config.head_timeout
         counts, slot_index = self._counts, self._slot_index
@@ -317,7 +317,7 @@ class Worker:
                 # TCP_NODELAY comes from the listener (sockets.py): Linux copies it on accept.
             sock.setblocking(False)
             sink = Sink(sock, self.config.socket_timeout, self.inline)
-            conn = Connection(sock, peer, site, sink, deadline)
+            conn = Connection(sock, fd, peer, site, sink, deadline)
             self._conns[conn.fd] = conn
             if counts is not None:
                 counts[slot_index] = len(self._conns)  # the fair share's input, no call
