@@ -375,6 +375,9 @@ class Master:
         sys.stdout.flush()
         sys.stderr.flush()
         master_pid = os.getpid()
+        # Claimed before fork: claiming after it could wipe what a quick child already wrote
+        # (its share of connections) when the master is descheduled between the two.
+        self.scoreboard.claim(slot, 0, generation)
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -382,7 +385,7 @@ class Master:
                 code = self._worker_main(generation, slot, number, config, master_pid)
             finally:
                 os._exit(code)
-        self.scoreboard.claim(slot, pid, generation)
+        self.scoreboard.set_pid(slot, pid)
         self.workers[pid] = WorkerProcess(pid, generation, slot, number)
 
     def _worker_main(self, generation: int, slot: int, number: int, config, master_pid) -> int:

@@ -44,6 +44,10 @@ class Scoreboard:
         if slot >= self._high[0]:
             self._high[0] = slot + 1
 
+    def set_pid(self, slot: int, pid: int) -> None:
+        """The pid of a claimed slot, once fork() told it (nothing else is touched)."""
+        struct.pack_into("<i", self._mem, slot * _SLOT.size, pid)
+
     def release(self, slot: int) -> None:
         _SLOT.pack_into(self._mem, slot * _SLOT.size, 0, 0, 0, 0, 0.0, 0)
         self._conns[slot] = 0

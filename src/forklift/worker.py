@@ -81,6 +81,9 @@ class Worker:
         # This worker's open-connection count in the scoreboard, written without a call.
         self._counts = slot.counts if slot is not None else None
         self._slot_index = slot.index if slot is not None else 0
+        # In the share from now, before "ready": the master may send traffic at once, and a
+        # worker not yet counted would let the others take every client meanwhile.
+        self._report_connections()
         self._resume_wanted = False
         self._accept_again_at = 0.0  # after EMFILE: when to try accepting again
         self._drop_idle = False  # stopping with no successor: idle keep-alive clients too
@@ -142,7 +145,6 @@ class Worker:
         if self.slot is not None or self.config.harakiri:
             Watchdog(self, self.slot, self.notify, self.master_pid, self.config.harakiri).start()
         self._listen(True)
-        self._report_connections()
         poll = self._poller.poll
         sites = self._sites
         conns = self._conns
