@@ -29,6 +29,7 @@ def boot(
     slot=None,
     master_pid: int = 0,
     log_boot_errors: bool = True,
+    metrics=None,
 ) -> int:
     """Become a worker (after fork): import the app, check its health, report, serve.
 
@@ -36,6 +37,7 @@ def boot(
     happens here, in the process that will serve it, so a broken release fails in a worker
     and the master stays clean. `notify(line)` tells the master "ready PID" or "bootfail PID
     reason"; `health` is (path, host) the app must answer with a 2xx before traffic.
+    `metrics` is the worker's `metrics.WorkerMetrics` (None: metrics off).
     `log_boot_errors` False: the master reports a failure of the very first start itself.
     Returns the process exit code.
     """
@@ -57,7 +59,9 @@ def boot(
     problem = check_app(app, health[0], health[1]) if health is not None else None
     if problem is not None:
         return failed(problem, f": {problem}")
-    access_log = AccessLog(config.access_log) if config.access_log else None
+    access_log = (
+        AccessLog(config.access_log, config.access_log_format) if config.access_log else None
+    )
     worker = Worker(
         config,
         app,
@@ -66,6 +70,7 @@ def boot(
         slot=slot,
         notify=notify,
         master_pid=master_pid,
+        metrics=metrics,
     )
     if config.max_requests:
         # Jitter, so workers started together do not all recycle at the same moment.

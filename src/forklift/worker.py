@@ -31,9 +31,8 @@ from .errors import PeerGone, ProtocolError
 from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
 from .log import AccessLog, error_log, log_app_error, log_notable, setup_error_log
 from .pool import Pool
-from .proxy import peer_in
 from .sink import RECV_SIZE, Sink
-from .watchdog import Watchdog
+from .watchdog import Watchdog, log_thread_stacks
 from .wsgi import AppError, build_environ, run_app
 
 _EPOLLIN = select.EPOLLIN
@@ -49,9 +48,21 @@ class Worker:
     """Serve the app on the given listeners until told to stop."""
 
     def __init__(
-        self, config, app, listeners, *, access_log=None, slot=None, notify=None, master_pid=0
+        self,
+        config,
+        app,
+        listeners,
+        *,
+        access_log=None,
+        slot=None,
+        notify=None,
+        master_pid=0,
+        metrics=None,
     ):
         self.config = config
+        self.metrics = metrics  # metrics.WorkerMetrics, when the master counts requests
+        # One tuple appended per answered request; the watchdog bins them (metrics.py).
+        self._record = metrics.record if metrics is not None else None
         self.slot = slot  # scoreboard.WorkerSlot, when a master watches this worker
         self.notify = notify  # callable(str) sending one line to the master
         self.master_pid = master_pid  # the parent to outlive no longer than a moment
@@ -63,12 +74,17 @@ class Worker:
         self.limits = limits_of(config)
         self.inline = config.threads <= 1
         self._log_notable = bool(config.log_4xx or config.log_5xx or config.log_slow)
-        self._track_busy = config.harakiri > 0
+        # Which request each thread runs: for harakiri's report and `forklift top`. An inline
+        # worker without harakiri only notes its one request (two stores, no dict, no tuple).
+        self._track_busy = config.harakiri > 0 or (metrics is not None and not self.inline)
+        self._note_current = metrics is not None and not self._track_busy
+        self.current_environ = None  # the inline request running now (for the watchdog)
+        self.current_start = 0.0
         self.alive = True
         self.graceful_deadline = None
         self.requests_served = 0
         self.max_requests = 0  # set by the master for recycling; 0 = never
-        self.busy = {}  # thread ident -> (start, method, path): for harakiri reports
+        self.busy = {}  # thread ident -> (start, method, path, request id): harakiri, top
         self._conns = {}
         self._poller = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
@@ -91,13 +107,13 @@ class Worker:
         self._pool = (
             None if self.inline else Pool(config.threads, self._serve_in_thread, self._room)
         )
-        for listener in listeners:
-            site = Site(listener, config, self.limits, multithread=not self.inline)
+        for index, listener in enumerate(listeners):
+            site = Site(listener, config, self.limits, multithread=not self.inline, index=index)
             self._sites[listener.sock.fileno()] = site
         self._conn_flags = _EPOLLIN if self.inline else _EPOLLIN | _ONESHOT
 
     # -- control -----------------------------------------------------------------------------
-    def retire(self, reason: str) -> None:
+    def retire(self, reason: str, key: str = "max_requests") -> None:
         """Past a limit (max-requests, memory): tell the master, then stop gracefully.
 
         The master starts a replacement as soon as it hears, so service has no gap."""
@@ -105,7 +121,7 @@ class Worker:
             return
         error_log.info("worker %d retiring: %s", os.getpid(), reason)
         if self.notify is not None:
-            self.notify(f"retiring {os.getpid()}")
+            self.notify(f"retiring {os.getpid()} {key}")  # key: recycles by reason
         self.stop(graceful=True)
 
     def stop(self, graceful: bool = True) -> None:
@@ -131,6 +147,8 @@ class Worker:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGUSR1, lambda *_: self._reopen_logs())
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reload is the master's business
+        # The master's "stacks" command (`forklift top`'s s key).
+        signal.signal(signal.SIGUSR2, lambda *_: log_thread_stacks(self.busy))
 
     def _reopen_logs(self) -> None:
         if self.access_log is not None:
@@ -142,8 +160,15 @@ class Worker:
         """The event loop; returns when stopped and every connection is done."""
         if self._pool is not None:
             self._pool.start()
-        if self.slot is not None or self.config.harakiri:
-            Watchdog(self, self.slot, self.notify, self.master_pid, self.config.harakiri).start()
+        if self.slot is not None or self.config.harakiri or self.metrics is not None:
+            Watchdog(
+                self,
+                self.slot,
+                self.notify,
+                self.master_pid,
+                self.config.harakiri,
+                self.metrics,
+            ).start()
         self._listen(True)
         poll = self._poller.poll
         sites = self._sites
@@ -307,13 +332,7 @@ class Worker:
                 peer = None
             else:
                 peer = addr[:2]
-                if site.admits is not None and not peer_in(peer[0], site.admits):
-                    error_log.warning(
-                        "%s connection from %s refused (%s)",
-                        site.protocol.name,
-                        peer[0],
-                        site.admits_option,
-                    )
+                if site.refuses(peer[0]):  # logged
                     sock.close()
                     continue
                 # TCP_NODELAY comes from the listener (sockets.py): Linux copies it on accept.
@@ -323,20 +342,25 @@ class Worker:
             self._conns[conn.fd] = conn
             if counts is not None:
                 counts[slot_index] = len(self._conns)  # the fair share's input, no call
-            if self.inline:
-                # The request often arrived with the connection (nginx and most clients
-                # send at once): read it now rather than after another epoll round, and add
-                # the connection to the epoll set only if it outlives its first answer.
+            if conn.prelude is not None or not self.inline:
+                try:
+                    self._watch(conn, self._conn_flags)
+                except OSError:
+                    self._close(conn)
+                    continue
+            if self.inline or conn.prelude is not None:
+                # Read now: what the client sends first often arrives with the connection
+                # (nginx and most clients send at once). A plain connection enters the epoll
+                # set only if it outlives its first answer.
                 try:
                     self._on_readable(conn)
                 except Exception:
                     self._internal_error(conn)
-                if conn.fd < 0 or conn.watched:
-                    continue
-            try:
-                self._watch(conn, self._conn_flags)
-            except OSError:
-                self._close(conn)
+            if conn.fd >= 0 and not conn.watched:
+                try:
+                    self._watch(conn, self._conn_flags)
+                except OSError:
+                    self._close(conn)
 
     def _watch(self, conn, events: int) -> None:
         """What the loop waits for on a connection; the first call adds it to the epoll set.
@@ -348,6 +372,14 @@ class Worker:
             conn.watched = True
 
     def _on_readable(self, conn) -> None:
+        if conn.prelude is not None:  # the PROXY header and/or TLS handshake come first
+            want = conn.advance_prelude(self.config.head_timeout)  # None: failed, logged
+            if want is None:
+                self._close(conn)
+                return
+            self._poller.modify(conn.fd, (want or _EPOLLIN) | (self._conn_flags & _ONESHOT))
+            if want:
+                return  # else read now: OpenSSL may hold decrypted bytes epoll cannot see
         if conn.phase == BUSY:
             return
         try:
@@ -511,7 +543,15 @@ class Worker:
         if self._track_busy:  # for harakiri's report: which request each thread runs
             ident = threading.get_ident()
             uri = environ.get("REQUEST_URI") or environ["PATH_INFO"]
-            self.busy[ident] = (start, environ["REQUEST_METHOD"], uri)
+            self.busy[ident] = (
+                start,
+                environ["REQUEST_METHOD"],
+                uri,
+                environ["forklift.request_id"],
+            )
+        elif self._note_current:
+            self.current_start = start
+            self.current_environ = environ
         if self.slot is not None:
             self.slot.request_started()
         try:
@@ -529,22 +569,38 @@ class Worker:
             self._app_failed(conn, response, environ, exc)
             return
         finally:
-            self._account(ident, environ, response, start)
+            self._account(ident, environ, response, start, conn)
         if conn.sink.out and conn.fd >= 0:
             self._await_flush(conn, response.keep_alive)
         elif not response.keep_alive:
             self._close(conn)
 
-    def _account(self, ident: int, environ: dict, response, start: float) -> None:
-        """After every request, answered or not: the logs, the scoreboard, max-requests."""
+    def _account(self, ident, environ: dict, response, start: float, conn) -> None:
+        """After every request, answered or not: metrics, the logs, the scoreboard,
+        max-requests."""
         if ident:
             self.busy.pop(ident, None)
+        else:
+            self.current_environ = None
         if self.slot is not None:
             self.slot.request_finished(response.status[:1] == "5")
+        duration = time.monotonic() - start
+        record = self._record
+        if record is not None:
+            record(
+                (
+                    environ["REQUEST_METHOD"],
+                    response.status,
+                    conn.site.metrics_key,
+                    duration,
+                    conn.body_size,
+                    response.sent,
+                )
+            )
         if self.access_log is not None:
-            self.access_log.log(environ, response.status, response.sent, time.monotonic() - start)
+            self.access_log.log(environ, response.status, response.sent, duration)
         if self._log_notable:
-            log_notable(self.config, environ, response.status, time.monotonic() - start)
+            log_notable(self.config, environ, response.status, duration)
         self.requests_served += 1
         if self.max_requests and self.requests_served >= self.max_requests:
             self.retire(f"served {self.requests_served} requests (max-requests)")
@@ -675,19 +731,14 @@ class Worker:
                 # buffer is free, so progress is measured in its queue, not our sends.
                 conn.deadline = now + self.config.socket_timeout
                 continue
-            if phase in (HEAD, BODY):
-                error_log.debug("request from %s timed out; closing", conn.peer)
-                answer = conn.site.protocol.timeout_answer(head_only=conn.parser.request_is_head)
-                try:
-                    if answer:
-                        conn.sock.send(answer)
-                except OSError:
-                    pass
+            conn.time_out()  # says so: a log line, a 408 for a slow head or body
             self._close(conn)
 
     def _shutdown(self) -> None:
         for conn in list(self._conns.values()):
             self._close(conn)
+        if self.metrics is not None:
+            self.metrics.flush()  # the last counts, before the master reaps us
         if self._pool is not None:
             self._pool.stop()
         self._poller.close()

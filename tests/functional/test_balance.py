@@ -13,7 +13,9 @@ import socket
 
 import pytest
 
-from .test_master import master, wait_until  # noqa: F401  (the fixture is used by name)
+from support import wait_until
+
+from .test_master import master  # noqa: F401  (the fixture is used by name)
 
 CLIENTS = 64
 REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -85,13 +87,13 @@ def _trial(port: int, pids: list[int]) -> list[int]:
         counts = wait_until(
             lambda: (c := connections_per_worker(port, pids)) and sum(c) == CLIENTS and c,
             5,
-            "every client counted on a worker",
+            what="every client counted on a worker",
         )
     finally:
         for sock in clients:
             sock.close()
     wait_until(
-        lambda: sum(connections_per_worker(port, pids)) == 0, 10, "the clients to be closed"
+        lambda: sum(connections_per_worker(port, pids)) == 0, 10, what="the clients to be closed"
     )
     return counts
 
