@@ -15,8 +15,6 @@ a thread owns a connection only while a request on it runs. Heads, and bodies up
 
 from __future__ import annotations
 
-import _socket
-import errno
 import logging
 import os
 import select
@@ -26,25 +24,22 @@ import threading
 import time
 import traceback
 
-from .connection import BODY, BUSY, FLUSH, HEAD, IDLE, LINGER, Connection, Site, limits_of
+from .accepting import BALANCE_RECHECK, AcceptSide
+from .connection import BODY, BUSY, FLUSH, HEAD, IDLE, LINGER, Site, limits_of
 from .errors import PeerGone, ProtocolError
 from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
 from .log import AccessLog, error_log, log_app_error, log_notable, setup_error_log
 from .pool import Pool
-from .sink import RECV_SIZE, Sink
+from .sink import RECV_SIZE
 from .watchdog import Watchdog, log_thread_stacks
 from .wsgi import AppError, build_environ, run_app
 
 _EPOLLIN = select.EPOLLIN
 _ONESHOT = select.EPOLLONESHOT
 _LINGER_SECONDS = 2.0  # after an error answer, read and discard what the client still sends
-# Balance: a worker holding this many connections more than the fair share (scoreboard) stops
-# accepting until the others catch up; it looks again every _BALANCE_RECHECK seconds.
-_SLACK = 4
-_BALANCE_RECHECK = 0.005
 
 
-class Worker:
+class Worker(AcceptSide):
     """Serve the app on the given listeners until told to stop."""
 
     def __init__(
@@ -186,7 +181,7 @@ class Worker:
                     if self._finished_draining():
                         return
                 try:
-                    events = poll(_BALANCE_RECHECK if self._over_share else 1.0)
+                    events = poll(BALANCE_RECHECK if self._over_share else 1.0)
                 except InterruptedError:
                     continue
                 for fd, _ev in events:
@@ -210,7 +205,7 @@ class Worker:
                                 self._resume_accepting()
                 now = time.monotonic()
                 if self._over_share and now >= next_balance and accepting:
-                    next_balance = now + _BALANCE_RECHECK
+                    next_balance = now + BALANCE_RECHECK
                     self._resume_accepting()
                 if self._accept_again_at and now >= self._accept_again_at:
                     self._accept_again_at = 0.0
@@ -227,51 +222,6 @@ class Worker:
         idle keep-alive ones are closed too; what is in flight finishes."""
         self._drop_idle = True
         self.stop(graceful=True)
-
-    def _listen(self, on: bool) -> None:
-        """Watch the listeners (or stop watching them) in the loop's epoll set.
-
-        Level-triggered and not EPOLLEXCLUSIVE: the kernel hands an exclusive wake-up to the
-        first idle waiter, always the same one, and a worker that then stops accepting (its
-        share is full) would leave the queued clients to waiters nobody wakes. Every worker
-        watching sees a non-empty queue; the fair-share rule decides who takes from it."""
-        for fd in self._sites:
-            try:
-                if on:
-                    self._poller.register(fd, _EPOLLIN)
-                else:
-                    self._poller.unregister(fd)
-            except (OSError, KeyError):
-                pass
-
-    def _pause_accepting(self) -> None:
-        """Every thread has work (or no descriptor is left): leave clients in the queue."""
-        if self._paused or not self.alive:
-            return
-        self._paused = True
-        self._listen(False)
-
-    def _resume_accepting(self) -> None:
-        if not self._paused or (self._pool is not None and self._pool.full):
-            return
-        self._over_share = self._holds_too_many()
-        if self._over_share:
-            return
-        self._paused = False
-        self._listen(True)
-
-    def _holds_too_many(self) -> bool:
-        """More open connections than the workers' fair share plus `_SLACK`: leave new
-        clients to the others (keep-alive clients stay where they land, so balance is
-        decided at accept time). A worker alone, or without a master, never is."""
-        mine = len(self._conns)
-        if mine < _SLACK or self.slot is None:
-            return False
-        return mine >= self.slot.fair_share() + _SLACK
-
-    def _report_connections(self) -> None:
-        if self.slot is not None:
-            self.slot.connections(len(self._conns), self.alive)
 
     def _stop_accepting(self) -> None:
         self._listen(False)
@@ -297,79 +247,6 @@ class Worker:
                 pass
         except BlockingIOError:
             pass
-
-    def _accept(self, site) -> None:
-        lsock = site.listener.sock
-        raw_accept = lsock._accept  # (fd, address): skips socket.accept's Python wrapper
-        family = site.family
-        now = time.monotonic()
-        deadline = now + self.config.head_timeout
-        counts, slot_index = self._counts, self._slot_index
-        for _ in range(64):  # bounded, so one busy listener cannot starve the others
-            if not self.alive or self._paused:
-                return  # retired or full during this batch: leave the rest to others
-            if len(self._conns) >= _SLACK and self._holds_too_many():
-                self._over_share = True
-                self._pause_accepting()
-                return
-            try:
-                fd, addr = raw_accept()
-                sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors or memory: stop accepting for a moment rather than
-                    # spin on a listener that stays readable. Waiting clients stay queued.
-                    error_log.error("accept failed: %s; pausing accepts for 0.5 s", exc)
-                    self._pause_accepting()
-                    self._accept_again_at = time.monotonic() + 0.5
-                    return
-                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
-                    continue
-                raise
-            if site.is_unix:
-                peer = None
-            else:
-                peer = addr[:2]
-                if site.refuses(peer[0]):  # logged
-                    sock.close()
-                    continue
-                # TCP_NODELAY comes from the listener (sockets.py): Linux copies it on accept.
-            sock.setblocking(False)
-            sink = Sink(sock, self.config.socket_timeout, self.inline)
-            conn = Connection(sock, fd, peer, site, sink, deadline)
-            self._conns[conn.fd] = conn
-            if counts is not None:
-                counts[slot_index] = len(self._conns)  # the fair share's input, no call
-            if conn.prelude is not None or not self.inline:
-                try:
-                    self._watch(conn, self._conn_flags)
-                except OSError:
-                    self._close(conn)
-                    continue
-            if self.inline or conn.prelude is not None:
-                # Read now: what the client sends first often arrives with the connection
-                # (nginx and most clients send at once). A plain connection enters the epoll
-                # set only if it outlives its first answer.
-                try:
-                    self._on_readable(conn)
-                except Exception:
-                    self._internal_error(conn)
-            if conn.fd >= 0 and not conn.watched:
-                try:
-                    self._watch(conn, self._conn_flags)
-                except OSError:
-                    self._close(conn)
-
-    def _watch(self, conn, events: int) -> None:
-        """What the loop waits for on a connection; the first call adds it to the epoll set.
-        Raises OSError (the caller closes)."""
-        if conn.watched:
-            self._poller.modify(conn.fd, events)
-        else:
-            self._poller.register(conn.fd, events)
-            conn.watched = True
 
     def _on_readable(self, conn) -> None:
         if conn.prelude is not None:  # the PROXY header and/or TLS handshake come first
