@@ -74,18 +74,34 @@ class Server:
     name: str
     settings: str  # stated in the results
     argv: object  # (target, port, proto) -> list[str]
-    nginx: str  # "uwsgi": uwsgi_pass to a "uwsgi" instance; "http": proxy_pass to "http"
+    # "uwsgi": uwsgi_pass to a "uwsgi" instance over TCP; "uwsgi-unix": the same over a unix
+    # socket (unix_socket_path(port)); "http": proxy_pass with upstream keep-alive to "http"
+    nginx: str
     apps: tuple = ("hello", "gameprogress")
     stop_signal: int = signal.SIGINT
+    modes: tuple = ("keepalive", "close", "nginx")  # a row only about nginx has ("nginx",)
 
 
-def _forklift(threads: int):
+def unix_socket_path(port: int) -> str:
+    """Where a server behind nginx listens when nginx reaches it over a unix socket."""
+    return os.path.join(tempfile.gettempdir(), f"forklift-bench-{port}.sock")
+
+
+def _forklift(threads: int, unix: bool = False):
     def argv(target, port, proto):
         listener = "--socket" if proto == "uwsgi" else "--http"
+        address = f"{HOST}:{port}"
+        prefix = []
+        if unix and proto == "uwsgi":
+            address = f"unix:{unix_socket_path(port)}"
+            # nginx's workers run as another user: they need write permission on the socket
+            # (umask 000 for the exec'd server, which keeps the shell's pid).
+            prefix = ["/bin/sh", "-c", 'umask 000 && exec "$0" "$@"']
         return [
+            *prefix,
             str(VBIN / "forklift"),
             listener,
-            f"{HOST}:{port}",
+            address,
             "--processes",
             str(WORKERS),
             "--threads",
@@ -227,6 +243,21 @@ SERVERS = [
         "behind nginx: `--socket` (uwsgi protocol)",
         _forklift(1),
         "uwsgi",
+    ),
+    Server(
+        "forklift-unix",
+        "as forklift; behind nginx only: `--socket unix:PATH` (uwsgi_pass over a unix socket)",
+        _forklift(1, unix=True),
+        "uwsgi-unix",
+        modes=("nginx",),
+    ),
+    Server(
+        "forklift-proxy",
+        "as forklift; behind nginx only: `--http` with nginx proxy_pass and upstream keep-alive "
+        "(a pool of long-lived connections instead of one connection per request)",
+        _forklift(1),
+        "http",
+        modes=("nginx",),
     ),
     Server(
         "forklift-t4",
@@ -545,11 +576,14 @@ def nginx_conf(prefix: Path, routes: dict[str, tuple[int, str, int]]) -> str:
     blocks = []
     for name, (port, kind, backend) in routes.items():
         up = "up_" + re.sub(r"\W", "_", name)
-        if kind == "uwsgi":
+        if kind in ("uwsgi", "uwsgi-unix"):
             # The uwsgi protocol has no keep-alive: nginx opens one connection per request.
+            where = f"{HOST}:{backend}"
+            if kind == "uwsgi-unix":
+                where = f"unix:{unix_socket_path(backend)}"
             blocks.append(
                 f"""
-    upstream {up} {{ server {HOST}:{backend}; }}
+    upstream {up} {{ server {where}; }}
     server {{
         listen {HOST}:{port} backlog={LISTEN_BACKLOG};
         location / {{{UWSGI_PARAMS}
@@ -798,7 +832,8 @@ class Bench:
         prefix.mkdir()
         routes = {}
         for s in self.servers:
-            backend = self.uwsgi_port[s.name] if s.nginx == "uwsgi" else self.http_port[s.name]
+            uses_uwsgi = s.nginx.startswith("uwsgi")
+            backend = self.uwsgi_port[s.name] if uses_uwsgi else self.http_port[s.name]
             routes[s.name] = (self.nginx_port[s.name], s.nginx, backend)
         conf = prefix / "nginx.conf"
         conf.write_text(nginx_conf(prefix, routes))
@@ -939,8 +974,9 @@ class Bench:
     def plan(self, server: Server, app: str) -> list[tuple[str, list[str]]]:
         """The instances to start for one server and app, each with the cells it serves."""
         groups: dict[tuple, tuple[str, list[str]]] = {}
-        for mode in (m for m in MODES if m in self.modes):
-            proto = {"keepalive": "http", "close": "close", "nginx": server.nginx}[mode]
+        for mode in (m for m in MODES if m in self.modes and m in server.modes):
+            behind = "uwsgi" if server.nginx.startswith("uwsgi") else server.nginx
+            proto = {"keepalive": "http", "close": "close", "nginx": behind}[mode]
             port = self.uwsgi_port[server.name] if proto == "uwsgi" else self.http_port[server.name]
             key = tuple(server.argv(APP_TARGETS[app], port, proto))
             groups.setdefault(key, (proto, []))[1].append(mode)
@@ -1171,6 +1207,61 @@ def targets(summary) -> list[tuple[str, str, str]]:
                 True,
                 "forklift/" + other,
             )
+    # issue 17: nginx in front, direct per-connection cost, threads
+    for app in (h, g):
+        for row, how in (
+            ("forklift", "uwsgi_pass TCP"),
+            ("forklift-unix", "uwsgi_pass unix"),
+            ("forklift-proxy", "proxy_pass keep-alive"),
+        ):
+            check(
+                f"{app} behind nginx, forklift {how}: req/s ≥ 1.0 × uWSGI uwsgi_pass",
+                get(row, app, "nginx", "rps"),
+                get("uwsgi", app, "nginx", "rps"),
+                1.0,
+                True,
+                f"{row}/uwsgi",
+            )
+            check(
+                f"{app} behind nginx, forklift {how}: server CPU/req ≤ uWSGI's",
+                get(row, app, "nginx", "cpu"),
+                get("uwsgi", app, "nginx", "cpu"),
+                1.0,
+                False,
+                f"{row}/uwsgi",
+            )
+    check(
+        "hello Connection: close: CPU/req ≤ 1.5 × uWSGI",
+        get("forklift", h, "close", "cpu"),
+        get("uwsgi", h, "close", "cpu"),
+        1.5,
+        False,
+        "forklift/uwsgi",
+    )
+    check(
+        "hello keep-alive: CPU/req ≤ 1.6 × bjoern",
+        get("forklift", h, "keepalive", "cpu"),
+        get("bjoern", h, "keepalive", "cpu"),
+        1.6,
+        False,
+        "forklift/bjoern",
+    )
+    check(
+        "hello keep-alive: req/s ≥ 1.2 × granian",
+        get("forklift", h, "keepalive", "rps"),
+        get("granian", h, "keepalive", "rps"),
+        1.2,
+        True,
+        "forklift/granian",
+    )
+    check(
+        "gameprogress --threads 4 nginx: req/s ≥ 0.95 × --threads 1",
+        get("forklift-t4", g, "nginx", "rps"),
+        get("forklift", g, "nginx", "rps"),
+        0.95,
+        True,
+        "t4/t1",
+    )
     for mode in MODES:
         check(
             f"gameprogress {mode}: --threads 4 req/s ≥ 0.9 × --threads 1",

@@ -95,6 +95,9 @@ def _adopt(fd: int, label: str) -> tuple[socket.socket, ListenAddress]:
         )
     sock.setblocking(False)
     sock.set_inheritable(False)  # workers get it by fork(), exec'd programs never
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        # As sockets.bind does: accepted connections inherit it (the worker sets none).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock, _sock_address(sock)
 
 

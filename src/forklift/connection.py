@@ -45,6 +45,7 @@ class Site:
 
     __slots__ = (
         "listener",
+        "family",
         "environ",
         "is_unix",
         "protocol",
@@ -59,6 +60,7 @@ class Site:
 
     def __init__(self, listener, config, limits, *, multithread: bool, index: int = 0):
         self.listener = listener
+        self.family = listener.sock.family  # once: the property converts to an enum per call
         addr = listener.address
         self.is_unix = addr.is_unix
         if addr.is_unix:
@@ -131,12 +133,13 @@ class Connection:
         "requests",
         "sink",
         "flush_keep_alive",
+        "watched",
         "prelude",
     )
 
-    def __init__(self, sock, peer, site, sink, deadline):
+    def __init__(self, sock, fd, peer, site, sink, deadline):
         self.sock = sock
-        self.fd = sock.fileno()
+        self.fd = fd  # what accept() returned: no fileno() call
         self.parser = site.protocol.new_parser()
         self.sink = sink  # where answers go; what it holds back, the loop sends (FLUSH)
         self.peer = peer  # (addr, port), or None on a unix socket
@@ -148,6 +151,7 @@ class Connection:
         self.body_size = 0
         self.requests = 0
         self.flush_keep_alive = False
+        self.watched = False  # in the loop's epoll set (not before its first wait for bytes)
         self.prelude = None
         if site.tls_context is not None or site.proxy_admits is not None:
             self.phase = PRELUDE

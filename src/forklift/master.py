@@ -19,6 +19,7 @@ import sys
 import time
 
 from . import sockets
+from .boot import EXIT_BOOT_FAILED, boot
 from .config import renew_tls
 from .control_server import ControlServer
 from .daemons import AttachDaemons, describe_exit
@@ -28,7 +29,6 @@ from .metrics import MetricsBoard, RequestTotals
 from .scoreboard import Scoreboard
 from .stats_server import StatsServer
 from .status import Events, describe_listener, metrics_text, status_document
-from .worker import EXIT_BOOT_FAILED, boot
 
 _BOOT_TIMEOUT = 60.0  # a worker that neither reports ready nor fails in this time is killed
 _FAST_STOP_GRACE = 1.0  # INT/QUIT: seconds before SIGKILL
@@ -447,6 +447,9 @@ class Master:
         sys.stdout.flush()
         sys.stderr.flush()
         master_pid = os.getpid()
+        # Claimed before fork: claiming after it could wipe what a quick child already wrote
+        # (its share of connections) when the master is descheduled between the two.
+        self.scoreboard.claim(slot, 0, generation)
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -454,7 +457,7 @@ class Master:
                 code = self._worker_main(generation, slot, number, config, master_pid)
             finally:
                 os._exit(code)
-        self.scoreboard.claim(slot, pid, generation)
+        self.scoreboard.set_pid(slot, pid)
         self.workers[pid] = WorkerProcess(pid, generation, slot, number)
 
     def _worker_main(self, generation: int, slot: int, number: int, config, master_pid) -> int:

@@ -81,8 +81,12 @@ def render(
     full: bool = False,
     pid: str = "/run/nginx-forklift.pid",
     keepalive: bool = False,
+    backend_keepalive_timeout: float = 5.0,
 ) -> str:
-    """The configuration text for `upstreams` (ListenAddress, all of one protocol)."""
+    """The configuration text for `upstreams` (ListenAddress, all of one protocol).
+
+    `backend_keepalive_timeout`: forklift's --keepalive-timeout; nginx must drop an idle
+    upstream connection before forklift does (see the comment written with it)."""
     if not upstreams:
         raise ConfigError("nginx-config: give at least one --upstream (or --socket/--http, --ini)")
     protocols = {u.protocol for u in upstreams}
@@ -114,6 +118,14 @@ def render(
             w("    # Trade-off: a request sent on a reused connection to a host whose network")
             w("    # was just cut waits for the read timeout, not the 1 s connect timeout.")
         w("    keepalive 32;")
+        # RFC 9112 §9.3.1: a connection the server closes while a request is on its way
+        # fails that request; nginx retries it only if it is idempotent (a POST gets 502).
+        # So nginx forgets an idle connection a second before forklift would close it.
+        seconds = backend_keepalive_timeout
+        idle_ms = int((seconds - 1 if seconds >= 2 else seconds / 2) * 1000)
+        w("    # nginx forgets an idle connection before forklift closes it (its")
+        w(f"    # --keepalive-timeout is {seconds:g} s), so no request is sent on a closing one.")
+        w(f"    keepalive_timeout {idle_ms}ms;")
     elif not uwsgi:
         w("    # No upstream keep-alive with several hosts: a request sent on a reused")
         w("    # connection to a host whose link was just cut would wait for the read")
@@ -255,12 +267,24 @@ def main(argv: list) -> int:
             full=args.full,
             pid=args.pid,
             keepalive=args.keepalive,
+            backend_keepalive_timeout=_backend_keepalive_timeout(args),
         )
     except ConfigError as exc:
         print(f"forklift nginx-config: error: {exc}", file=sys.stderr)
         return 2
     sys.stdout.write(text)
     return 0
+
+
+def _backend_keepalive_timeout(args) -> float:
+    """forklift's idle keep-alive timeout: from --ini when given, else the default."""
+    if args.ini:
+        from .ini_config import config_from_ini
+
+        return config_from_ini(args.ini).keepalive_timeout
+    from .config import Config
+
+    return Config.keepalive_timeout
 
 
 def _collect_upstreams(args) -> list:

@@ -54,6 +54,9 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Set once here, not on every accepted connection: Linux copies TCP_NODELAY to the
+        # sockets accept() returns. Answers go out whole, so Nagle only adds delay.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host or "0.0.0.0", port))

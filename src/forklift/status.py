@@ -89,6 +89,7 @@ def status_document(master) -> dict:
                 "requests": requests,
                 "errors_5xx": errors,
                 "busy": busy,
+                "connections": master.scoreboard.connections(w.slot),
                 "state": "busy" if busy else "idle",
                 "rss_mb": round((process or {}).get("rss_bytes", 0) / 1048576, 1),
                 "process": process,

@@ -15,11 +15,8 @@ a thread owns a connection only while a request on it runs. Heads, and bodies up
 
 from __future__ import annotations
 
-import _socket
-import errno
 import logging
 import os
-import random
 import select
 import signal
 import socket
@@ -27,91 +24,22 @@ import threading
 import time
 import traceback
 
-from .appload import load_app
-from .connection import BODY, BUSY, FLUSH, HEAD, IDLE, LINGER, Connection, Site, limits_of
-from .errors import AppImportError, PeerGone, ProtocolError
+from .accepting import BALANCE_RECHECK, AcceptSide
+from .connection import BODY, BUSY, FLUSH, HEAD, IDLE, LINGER, Site, limits_of
+from .errors import PeerGone, ProtocolError
 from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
 from .log import AccessLog, error_log, log_app_error, log_notable, setup_error_log
 from .pool import Pool
-from .sink import RECV_SIZE, Sink
+from .sink import RECV_SIZE
 from .watchdog import Watchdog, log_thread_stacks
-from .wsgi import AppError, build_environ, check_app, run_app
+from .wsgi import AppError, build_environ, run_app
 
-EXIT_BOOT_FAILED = 3  # the exit code of a worker whose app did not import or failed its check
 _EPOLLIN = select.EPOLLIN
 _ONESHOT = select.EPOLLONESHOT
 _LINGER_SECONDS = 2.0  # after an error answer, read and discard what the client still sends
 
 
-def boot(
-    config,
-    listeners,
-    notify,
-    *,
-    preloaded_app=None,
-    health=None,
-    slot=None,
-    master_pid: int = 0,
-    log_boot_errors: bool = True,
-    metrics=None,
-) -> int:
-    """Become a worker (after fork): import the app, check its health, report, serve.
-
-    The master only forks: what the app needs (its import, its check, its config's paths)
-    happens here, in the process that will serve it, so a broken release fails in a worker
-    and the master stays clean. `notify(line)` tells the master "ready PID" or "bootfail PID
-    reason"; `health` is (path, host) the app must answer with a 2xx before traffic.
-    `metrics` is the worker's `metrics.WorkerMetrics` (None: metrics off).
-    `log_boot_errors` False: the master reports a failure of the very first start itself.
-    Returns the process exit code.
-    """
-    pid = os.getpid()
-
-    def failed(reason: str, log_line: str | None) -> int:
-        if log_line:
-            error_log.error("worker %d%s", pid, log_line)
-        notify(f"bootfail {pid} {reason}")
-        return EXIT_BOOT_FAILED
-
-    try:
-        app = preloaded_app or load_app(config)
-    except AppImportError as exc:
-        return failed(str(exc), f": {exc}" if log_boot_errors else None)
-    except BaseException as exc:
-        trace = traceback.format_exc()
-        return failed(f"{type(exc).__name__}: {exc}", f" failed to boot:\n{trace}")
-    problem = check_app(app, health[0], health[1]) if health is not None else None
-    if problem is not None:
-        return failed(problem, f": {problem}")
-    access_log = (
-        AccessLog(config.access_log, config.access_log_format) if config.access_log else None
-    )
-    worker = Worker(
-        config,
-        app,
-        listeners,
-        access_log=access_log,
-        slot=slot,
-        notify=notify,
-        master_pid=master_pid,
-        metrics=metrics,
-    )
-    if config.max_requests:
-        # Jitter, so workers started together do not all recycle at the same moment.
-        worker.max_requests = config.max_requests + random.randint(
-            0, max(0, config.max_requests_jitter)
-        )
-    worker.install_signal_handlers()
-    notify(f"ready {pid}")
-    try:
-        worker.run()
-    except BaseException:
-        error_log.critical("worker %d crashed:\n%s", pid, traceback.format_exc())
-        return 1
-    return 0
-
-
-class Worker:
+class Worker(AcceptSide):
     """Serve the app on the given listeners until told to stop."""
 
     def __init__(
@@ -159,7 +87,14 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         self._poller.register(self._wake_r, _EPOLLIN)
         self._sites = {}
-        self._paused = False  # listeners unregistered because every thread has work
+        self._paused = False  # listeners unregistered: every thread has work, or over share
+        self._over_share = False  # paused because this worker holds more than its share
+        # This worker's open-connection count in the scoreboard, written without a call.
+        self._counts = slot.counts if slot is not None else None
+        self._slot_index = slot.index if slot is not None else 0
+        # In the share from now, before "ready": the master may send traffic at once, and a
+        # worker not yet counted would let the others take every client meanwhile.
+        self._report_connections()
         self._resume_wanted = False
         self._accept_again_at = 0.0  # after EMFILE: when to try accepting again
         self._drop_idle = False  # stopping with no successor: idle keep-alive clients too
@@ -236,6 +171,7 @@ class Worker:
         wake_r = self._wake_r
         next_sweep = time.monotonic() + 1.0
         accepting = True
+        next_balance = 0.0
         try:
             while True:
                 if not self.alive:
@@ -245,7 +181,7 @@ class Worker:
                     if self._finished_draining():
                         return
                 try:
-                    events = poll(1.0)
+                    events = poll(BALANCE_RECHECK if self._over_share else 1.0)
                 except InterruptedError:
                     continue
                 for fd, _ev in events:
@@ -268,6 +204,9 @@ class Worker:
                             if accepting:
                                 self._resume_accepting()
                 now = time.monotonic()
+                if self._over_share and now >= next_balance and accepting:
+                    next_balance = now + BALANCE_RECHECK
+                    self._resume_accepting()
                 if self._accept_again_at and now >= self._accept_again_at:
                     self._accept_again_at = 0.0
                     if accepting:
@@ -284,33 +223,10 @@ class Worker:
         self._drop_idle = True
         self.stop(graceful=True)
 
-    def _listen(self, on: bool) -> None:
-        """Watch the listeners (or stop watching them) in the loop's epoll set."""
-        for fd in self._sites:
-            try:
-                if on:
-                    # EPOLLEXCLUSIVE: with several workers on one socket, wake one, not all.
-                    self._poller.register(fd, _EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
-                else:
-                    self._poller.unregister(fd)
-            except (OSError, KeyError):
-                pass
-
-    def _pause_accepting(self) -> None:
-        """Every thread has work (or no descriptor is left): leave clients in the queue."""
-        if self._paused or not self.alive:
-            return
-        self._paused = True
-        self._listen(False)
-
-    def _resume_accepting(self) -> None:
-        if not self._paused or (self._pool is not None and self._pool.full):
-            return
-        self._paused = False
-        self._listen(True)
-
     def _stop_accepting(self) -> None:
         self._listen(False)
+        self._over_share = False
+        self._report_connections()  # draining: out of everybody's fair share
         # Idle keep-alive connections are not cut: a client may be sending on one right now.
         # A request that arrives is answered with "Connection: close"; the others end at
         # their keep-alive deadline, as they would have anyway.
@@ -331,51 +247,6 @@ class Worker:
                 pass
         except BlockingIOError:
             pass
-
-    def _accept(self, site) -> None:
-        lsock = site.listener.sock
-        raw_accept = lsock._accept  # (fd, address): skips socket.accept's Python wrapper
-        family = lsock.family
-        now = time.monotonic()
-        deadline = now + self.config.head_timeout
-        for _ in range(64):  # bounded, so one busy listener cannot starve the others
-            if not self.alive or self._paused:
-                return  # retired or full during this batch: leave the rest to others
-            try:
-                fd, addr = raw_accept()
-                sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors or memory: stop accepting for a moment rather than
-                    # spin on a listener that stays readable. Waiting clients stay queued.
-                    error_log.error("accept failed: %s; pausing accepts for 0.5 s", exc)
-                    self._pause_accepting()
-                    self._accept_again_at = time.monotonic() + 0.5
-                    return
-                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
-                    continue
-                raise
-            if site.is_unix:
-                peer = None
-            else:
-                peer = addr[:2]
-                if site.refuses(peer[0]):  # logged
-                    sock.close()
-                    continue
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setblocking(False)
-            sink = Sink(sock, self.config.socket_timeout, self.inline)
-            conn = Connection(sock, peer, site, sink, deadline)
-            self._conns[conn.fd] = conn
-            self._poller.register(conn.fd, self._conn_flags)
-            if self.inline or conn.prelude is not None:
-                # Read now: what the client sends first often arrives with the connection.
-                try:
-                    self._on_readable(conn)
-                except Exception:
-                    self._internal_error(conn)
 
     def _on_readable(self, conn) -> None:
         if conn.prelude is not None:  # the PROXY header and/or TLS handshake come first
@@ -618,7 +489,7 @@ class Worker:
         conn.flush_keep_alive = keep_alive
         conn.deadline = time.monotonic() + self.config.socket_timeout
         try:
-            self._poller.modify(conn.fd, select.EPOLLOUT)
+            self._watch(conn, select.EPOLLOUT)
         except OSError:
             self._close(conn)
 
@@ -707,7 +578,7 @@ class Worker:
         conn.phase = LINGER
         conn.deadline = time.monotonic() + _LINGER_SECONDS
         try:
-            self._poller.modify(conn.fd, self._conn_flags)
+            self._watch(conn, self._conn_flags)
         except OSError:
             self._close(conn)
 
@@ -717,6 +588,8 @@ class Worker:
             return
         conn.fd = -1
         self._conns.pop(fd, None)
+        if self._counts is not None and self.alive:  # a draining worker's count stays 0
+            self._counts[self._slot_index] = len(self._conns)
         # No epoll unregister: closing the only descriptor of a socket removes it from the
         # epoll set, and it saves a system call on every connection.
         try:

@@ -143,6 +143,24 @@ def test_http_keepalive_with_one_upstream():
     assert 'proxy_set_header Connection "";' in loc
 
 
+def test_upstream_idle_connections_end_before_forklift_closes_them():
+    # A request nginx sends on a connection forklift is closing fails (a POST is not
+    # retried): nginx's idle limit must be below forklift's --keepalive-timeout.
+    default = in_block(render(http("127.0.0.1:8000")), "upstream forklift")
+    assert "keepalive_timeout 4000ms;" in default
+    short = in_block(
+        render(http("127.0.0.1:8000"), backend_keepalive_timeout=1.0), "upstream forklift"
+    )
+    assert "keepalive_timeout 500ms;" in short
+
+
+def test_upstream_idle_limit_follows_the_ini(tmp_path, capsys):
+    ini = tmp_path / "uwsgi.ini"
+    ini.write_text("[uwsgi]\nhttp = 127.0.0.1:8000\nhttp-keepalive = 30\nmodule = app:app\n")
+    assert main(["--ini", str(ini)]) == 0
+    assert "keepalive_timeout 29000ms;" in in_block(capsys.readouterr().out, "upstream forklift")
+
+
 def test_no_http_keepalive_with_several_upstreams_unless_asked():
     several = http("10.0.0.1:8000", "10.0.0.2:8000")
     assert not any(

@@ -91,3 +91,32 @@ def test_a_forked_worker_writes_what_the_master_reads():
     _, generation, busy, requests, heartbeat, _ = board.read(1)
     assert (generation, busy, requests) == (5, 1, 3)
     assert heartbeat > 0
+
+
+def test_fair_share_counts_accepting_workers_only():
+    # The balance rule's input: open connections per worker that takes new ones. A draining
+    # worker (stopping, retiring) and a released slot are in nobody's share.
+    board = Scoreboard(slots=8)
+    for i in range(3):
+        board.claim(i, pid=10 + i, generation=1)
+    a, b, draining = board.view(0), board.view(1), board.view(2)
+    assert board.fair_share() == 0.0  # nobody accepts yet
+    a.connections(30, accepting=True)
+    b.connections(10, accepting=True)
+    draining.connections(50, accepting=False)
+    assert board.fair_share() == 20.0
+    assert board.connections(2) == 0
+    a.counts[a.index] = 34  # the worker's own write on accept, without a call
+    assert board.fair_share() == 22.0 and board.connections(0) == 34
+    board.release(1)
+    assert board.fair_share() == 34.0
+
+
+def test_claiming_a_slot_again_forgets_the_last_worker_s_connections():
+    board = Scoreboard(slots=4)
+    board.claim(0, pid=1, generation=1)
+    board.view(0).connections(12, accepting=True)
+    board.claim(0, pid=0, generation=2)  # before fork: the new worker's slot starts empty
+    board.set_pid(0, 4321)
+    assert board.connections(0) == 0 and board.fair_share() == 0.0
+    assert board.read(0)[:2] == (4321, 2)

@@ -184,3 +184,17 @@ def test_a_child_serves_on_the_listener_it_inherited():
     finally:
         client.close()
         sockets.close_all([listener])
+
+
+def test_accepted_tcp_connections_have_nodelay_from_the_listener():
+    # The worker does not set TCP_NODELAY per connection (one system call each): the
+    # listener's setting must reach every accepted socket, or small answers wait for Nagle.
+    listener = sockets.bind(parse_address("127.0.0.1:0", "http"))
+    try:
+        listener.sock.setblocking(True)
+        client = socket.create_connection(("127.0.0.1", listener.port), timeout=5)
+        server_side, _ = listener.sock.accept()
+        with client, server_side:
+            assert server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        sockets.close_all([listener])
