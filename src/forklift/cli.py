@@ -12,6 +12,7 @@ Exit codes: 0 after a clean stop, 1 when the app cannot be imported or the serve
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import textwrap
 from typing import NamedTuple
@@ -152,7 +153,9 @@ def parse_command_line(argv: list) -> CommandLine:
                     + " (see forklift --help)"
                 )
         if attached is None:
-            if option.takes in (FLAG, OPTIONAL):
+            if option.takes == OPTIONAL and i < len(argv) and _takes_next(option, argv[i]):
+                attached, i = argv[i], i + 1  # `--chmod-socket 666`, as uWSGI users write it
+            elif option.takes in (FLAG, OPTIONAL):
                 attached = "true"
             elif option.name == "daemonize" and (i >= len(argv) or argv[i].startswith("-")):
                 # uWSGI would log to a file named after the next option (`-d --ini x.ini`
@@ -177,6 +180,22 @@ def parse_command_line(argv: list) -> CommandLine:
         else:
             app = item
     return CommandLine(inis, options, app, action, action_arg, bare_daemonize)
+
+
+# What the next word must look like to be the value of an option whose value is optional.
+_OPTIONAL_VALUES = {
+    "chmod-socket": re.compile(r"[0-7]{3,4}"),
+    "log-date": re.compile(r".*%.*"),
+    "log-syslog": re.compile(r"[A-Za-z0-9_.-]+(,[a-z0-9]+)?"),
+}
+
+
+def _takes_next(option: Option, word: str) -> bool:
+    pattern = _OPTIONAL_VALUES.get(option.name)
+    if pattern is None or not pattern.fullmatch(word):
+        return False
+    # `--log-syslog myapp` names the ident; `--log-syslog app:app` would be the app
+    return option.name != "log-syslog" or ":" not in word
 
 
 def _noop(builder: Builder, entry) -> None:
@@ -244,7 +263,9 @@ def help_text() -> str:
             out.append(f"  {head}")
             out.append(f"      {option.help}")
         out.append("")
-    wrap = textwrap.TextWrapper(width=96, initial_indent="  ", subsequent_indent="  ")
+    wrap = textwrap.TextWrapper(
+        width=96, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False
+    )
     out.append("uWSGI keys accepted without effect (named in one warning):")
     out += wrap.wrap(", ".join(sorted(ACCEPTED_NOOP)))
     out.append("uWSGI keys refused (one line says why):")

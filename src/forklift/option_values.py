@@ -25,7 +25,8 @@ VALUE, FLAG, OPTIONAL = "value", "flag", "optional"
 
 _TRUE = ("true", "yes", "on", "y", "t", "enable", "enabled")
 _FALSE = ("false", "no", "off", "n", "f", "disable", "disabled", "")
-_leading_number = re.compile(r"\s*([+-]?\d+)\s*([kKmMgG](?![A-Za-z]))?")
+# A number as uWSGI's atoi reads it, an optional k/m/g, then nothing or a comment (`4 ; four`).
+_leading_number = re.compile(r"\s*([+-]?\d+)\s*([kKmMgG])?\s*(?:[;#].*)?$")
 _SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
 
 
@@ -96,14 +97,13 @@ class Builder:
         return value
 
     def seconds(self, entry) -> float:
-        text = entry.value.strip()
+        text = re.split(r"\s+[;#]|[;#]", entry.value, maxsplit=1)[0].strip()  # `30 ; s` is 30
         try:
             value = float(text)
         except ValueError:
-            match = _leading_number.match(text)
-            if not match or match.group(2):
-                self.fail(entry, "expected a number of seconds")
-            value = float(match.group(1))
+            self.fail(entry, "expected a number of seconds")
+        if value != value or value in (float("inf"), float("-inf")):
+            self.fail(entry, "expected a number of seconds")
         if value < 0:
             self.fail(entry, "expected a number of seconds (>= 0)")
         return value
