@@ -17,7 +17,7 @@ from .pipeline import Pipeline
 from .push import init_push
 from .releases import AppDir
 from .report import Reporter, Settings
-from .systemd import unit_text
+from .systemd import ini_unit_text, unit_text
 
 COMMANDS = ("deploy", "releases", "rollback", "systemd-unit")
 
@@ -102,7 +102,12 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--app", metavar="DIR", required=True, help="the app directory")
         p.add_argument("--json", action="store_true", help="a JSON list")
     else:
-        p.add_argument("--app", metavar="DIR", required=True, help="the app directory")
+        p.add_argument("--app", metavar="DIR", help="the app directory (or --ini)")
+        p.add_argument(
+            "--ini",
+            metavar="FILE[:SECTION]",
+            help="run `forklift --ini FILE` as it is: its listeners, app and pidfile",
+        )
         p.add_argument("--pidfile", metavar="FILE", help="(default: remembered, or in /run)")
         p.add_argument("--user", help="User= of the service")
         p.add_argument("--group", help="Group= of the service")
@@ -193,7 +198,12 @@ def main(argv: list) -> int:
     parser = build_parser(command)
     if command == "systemd-unit":
         args, server_options = parser.parse_known_args(argv[1:])
-        server_options = [o for o in server_options if o != "--"]
+        if "--" in server_options:  # what follows `--` passes through unchanged
+            server_options.remove("--")
+        if args.ini:
+            return systemd_ini_main(args, server_options)
+        if not args.app:
+            parser.error("give --app DIR or --ini FILE")
     else:
         args = parser.parse_args(argv[1:])
     app = AppDir(args.app)
@@ -285,4 +295,61 @@ def systemd_main(app: AppDir, args, server_options: list) -> int:
         f"# deploy with: forklift deploy --app {app.root} --pidfile {settings['pidfile']}\n"
     )
     sys.stdout.write(header + text)
+    return 0
+
+
+def systemd_ini_main(args, server_options: list) -> int:
+    """`systemd-unit --ini uwsgi.ini [-- options]`: the unit runs the ini as it is."""
+    from ..errors import ConfigError
+    from ..ini_config import config_from_ini
+
+    if args.app:
+        print(
+            "forklift systemd-unit: error: give --app DIR or --ini FILE, not both", file=sys.stderr
+        )
+        return 2
+    spec = os.path.abspath(args.ini)
+    ini_dir = os.path.dirname(spec.rpartition(":")[0] if ".ini:" in spec else spec)
+    try:
+        config = config_from_ini(spec)
+    except ConfigError as exc:
+        print(f"forklift systemd-unit: error: {exc}", file=sys.stderr)
+        return 2
+    if config.daemonize:
+        print(
+            f"forklift systemd-unit: error: {config.where('daemonize')}: systemd keeps the "
+            "master in the foreground; remove daemonize from the ini for this unit",
+            file=sys.stderr,
+        )
+        return 2
+    listener_options = ("--http", "--http-socket", "--socket", "--uwsgi-socket", "-s")
+    listeners = [o for o in server_options if o.split("=")[0] in listener_options]
+    if not config.listeners and not listeners:
+        print(
+            f"forklift systemd-unit: note: {spec} names no socket or http: "
+            "the master will listen on 127.0.0.1:8000",
+            file=sys.stderr,
+        )
+    pidfile = args.pidfile or config.pidfile
+    runtime_dir = None
+    if pidfile:
+        pidfile = os.path.join(ini_dir, pidfile)  # relative: to WorkingDirectory, the ini's
+        if args.pidfile:
+            server_options = [*server_options, "--pidfile", pidfile]
+    else:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", os.path.basename(ini_dir)) or "app"
+        runtime_dir = f"forklift-{name}"
+        pidfile = f"/run/{runtime_dir}/master.pid"
+        server_options = [*server_options, "--pidfile", pidfile]
+    text = ini_unit_text(
+        spec,
+        os.path.abspath(pidfile),
+        server_options,
+        user=args.user,
+        group=args.group,
+        description=args.description,
+    )
+    if runtime_dir:
+        text = text.replace("[Service]\n", f"[Service]\nRuntimeDirectory={runtime_dir}\n", 1)
+    sys.stdout.write(f"# forklift systemd-unit --ini {spec}\n" + text)
     return 0
