@@ -210,7 +210,9 @@ def build_config(cmd: CommandLine, *, reload: bool = False) -> Config:
     config = Config()
     for spec in cmd.inis:
         config, _ = read_with_warnings(spec, config, reload=reload, strict=strict)
-    if cmd.app and any(o.name == "module" for o, _ in cmd.options):
+    if cmd.app and any(
+        o.name == "module" or e.key == "w" and not e.value.isdigit() for o, e in cmd.options
+    ):
         raise ConfigError("give the app either as MODULE:CALLABLE or with --module, not both")
     file_listeners, config.listeners = config.listeners, []
     builder = Builder(config)

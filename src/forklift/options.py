@@ -290,8 +290,8 @@ BY_NAME: dict = {name: o for o in OPTIONS for name in (o.name, *o.aliases)}
 #: decides (see `option_values.short_w`, `short_b`).
 BY_SHORT: dict = {o.short: o for o in OPTIONS if o.short}
 BY_SHORT.update(
-    w=Option("module", v.short_w, metavar="MODULE|N"),
-    b=Option("buffer-size", v.short_b, metavar="BYTES|ADDR"),
+    w=Option("w", v.short_w, metavar="MODULE|N"),
+    b=Option("b", v.short_b, metavar="BYTES|ADDR"),
     M=Option("master", v.noop, FLAG),
     T=Option("enable-threads", v.noop, FLAG),
     i=Option("single-interpreter", v.noop, FLAG),
