@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from nginx_support import (
     SEED_APP,
     free_port,
