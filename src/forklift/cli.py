@@ -237,12 +237,17 @@ def _resolve_daemonize(config: Config, cmd: CommandLine) -> None:
     says (logto), and say so in one line; never a file named after the next option."""
     if config.daemonize is None or config.daemonize.lower() not in ("",) + ("true", "1", "yes"):
         return
-    after = f" is followed by {cmd.bare_daemonize!r}, not a log file" if cmd.bare_daemonize else ""
+    if cmd.bare_daemonize is not None or not config.daemonize:
+        what = "-d" + (
+            f" is followed by {cmd.bare_daemonize!r}, not a log file" if cmd.bare_daemonize else ""
+        )
+    else:  # `daemonize = true` in a file: uWSGI would log to a file named "true"
+        what = f"{config.where('daemonize')} names no log file"
     if not config.error_log:
-        raise ConfigError(f"-d{after}: no log file; give -d FILE, or logto = FILE in the ini")
+        raise ConfigError(f"{what}, and no logto: give -d FILE, or logto = FILE in the ini")
     config.daemonize = config.error_log
     where = config.origins.get("error_log", "--logto")
-    config.ini_warnings.append(f"-d{after}: logging to {config.error_log} ({where})")
+    config.ini_warnings.append(f"{what}: logging to {config.error_log} ({where})")
 
 
 def help_text() -> str:

@@ -112,6 +112,9 @@ class Builder:
         try:
             return parse_address(entry.value, protocol, "")
         except ConfigError as exc:
+            unset = re.search(r"\$\(([^)]*)\)", entry.value)
+            if unset:  # uWSGI leaves an unset $(NAME) as written
+                self.fail(entry, f"the environment variable {unset.group(1)} is not set")
             self.fail(entry, f"{exc} (accepted: host:port, :port, [v6]:port, unix:/path)")
 
 
@@ -162,10 +165,19 @@ def append(attr):
     return apply
 
 
+# `module = app:app  # the app` keeps its comment in uWSGI (and fails there); a module path
+# has no spaces, so what follows one is dropped.
+_TRAILING_COMMENT = re.compile(r"\s+[#;].*$")
+
+
 def app(b: Builder, e) -> None:
     """`module = pkg.mod[:callable]` (uWSGI's `wsgi`, `-w`, the positional argument)."""
-    b.config.app, b.config.wsgi_file = e.value.strip(), None
+    b.config.app, b.config.wsgi_file = _TRAILING_COMMENT.sub("", e.value.strip()), None
     b.origin("app", e)
+
+
+def callable_name(b: Builder, e) -> None:
+    b.config.callable = _TRAILING_COMMENT.sub("", e.value.strip())
 
 
 def wsgi_file(b: Builder, e) -> None:

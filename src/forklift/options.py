@@ -53,7 +53,7 @@ OPTIONS: tuple = (
            help="the WSGI app (also the positional argument)"),
     Option("wsgi-file", v.wsgi_file, aliases=("file",), metavar="FILE",
            help="load the app from this Python file (relative: to chdir)"),
-    Option("callable", v.text("callable"), metavar="NAME",
+    Option("callable", v.callable_name, metavar="NAME",
            help="name of the app in the module (default: application)"),
     Option("chdir", v.text("chdir"), aliases=("chdir2",), metavar="DIR",
            help="change to DIR before importing the app (checked at start)"),

@@ -279,7 +279,7 @@ def test_d_followed_by_an_option_logs_to_the_inis_logto(tmp_path):
 def test_d_without_a_log_file_anywhere_is_refused(tmp_path):
     ini = tmp_path / "uwsgi.ini"
     ini.write_text("[uwsgi]\nmodule = site:app\n")
-    with pytest.raises(ConfigError, match="no log file; give -d FILE, or logto"):
+    with pytest.raises(ConfigError, match="and no logto: give -d FILE, or logto = FILE"):
         build_config(parse_command_line(["-d", "--ini", str(ini)]))
 
 
@@ -400,3 +400,28 @@ def test_a_django_projects_ini_is_accepted_whole(tmp_path):
     config.validate()
     assert config.processes >= 1 and config.threads == 2
     assert not any("unknown option" in w for w in warnings), warnings
+
+
+def test_daemonize_true_in_a_file_never_logs_to_a_file_named_true(tmp_path):
+    ini = tmp_path / "uwsgi.ini"
+    ini.write_text("[uwsgi]\nmodule = site:app\ndaemonize = true\n")
+    with pytest.raises(ConfigError) as raised:
+        build_config(parse_command_line(["--ini", str(ini)]))
+    assert f"{ini}:3: daemonize = true names no log file, and no logto" in str(raised.value)
+    ini.write_text("[uwsgi]\nmodule = site:app\ndaemonize = true\nlogto = /var/log/s.log\n")
+    assert build_config(parse_command_line(["--ini", str(ini)])).daemonize == "/var/log/s.log"
+
+
+def test_module_with_a_trailing_comment_is_the_module(tmp_path):
+    config, _ = _read(tmp_path, "module = app:app  # app.py:variable app")
+    assert config.app == "app:app"
+
+
+def test_unset_environment_variable_in_a_socket_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("FORKLIFT_TEST_PORT", raising=False)
+    with pytest.raises(
+        ConfigError,
+        match=r":3: http-socket = :\$\(FORKLIFT_TEST_PORT\): the "
+        "environment variable FORKLIFT_TEST_PORT is not set",
+    ):
+        _read(tmp_path, "http-socket = :$(FORKLIFT_TEST_PORT)")
