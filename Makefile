@@ -17,6 +17,7 @@ run: $(STAMP)
 	$(BIN)/forklift --http 127.0.0.1:8000 --processes 2 --threads 4 gameprogress.wsgi:app
 
 test: $(STAMP)
+	$(BIN)/python tests/system_tools.py ensure
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
