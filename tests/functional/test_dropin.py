@@ -167,7 +167,7 @@ def test_missing_wsgi_file_says_where_it_was_looked_for(tmp_path):
     assert f"{ini}:3: wsgi-file = manage.py: no such file in {tmp_path} (chdir)" in error
 
 
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+@pytest.mark.requires("systemd-analyze")
 def test_systemd_unit_for_an_ini(tmp_path):
     ini = tmp_path / "uwsgi.ini"
     ini.write_text("[uwsgi]\nsocket = :6000\nmodule = app:app\npidfile = ./uwsgi.pid\n")
