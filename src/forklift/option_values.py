@@ -27,6 +27,7 @@ _TRUE = ("true", "yes", "on", "y", "t", "enable", "enabled")
 _FALSE = ("false", "no", "off", "n", "f", "disable", "disabled", "")
 # A number as uWSGI's atoi reads it, an optional k/m/g, then nothing or a comment (`4 ; four`).
 _leading_number = re.compile(r"\s*([+-]?\d+)\s*([kKmMgG])?\s*(?:[;#].*)?$")
+_UNSET_ENV = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)[^)]*\)")
 _SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
 
 
@@ -59,6 +60,9 @@ class Builder:
         self.warnings: list = []
 
     def fail(self, entry, why: str):
+        unset = _UNSET_ENV.search(entry.value)
+        if unset and "environment variable" not in why:  # uWSGI leaves an unset $(NAME) as is
+            why += f" (the environment variable {unset.group(1)} is not set)"
         raise ConfigError(f"{describe(entry)}: {why}")
 
     def warn(self, entry, what: str) -> None:
@@ -112,7 +116,7 @@ class Builder:
         try:
             return parse_address(entry.value, protocol, "")
         except ConfigError as exc:
-            unset = re.search(r"\$\(([^)]*)\)", entry.value)
+            unset = _UNSET_ENV.search(entry.value)
             if unset:  # uWSGI leaves an unset $(NAME) as written
                 self.fail(entry, f"the environment variable {unset.group(1)} is not set")
             self.fail(entry, f"{exc} (accepted: host:port, :port, [v6]:port, unix:/path)")
@@ -315,46 +319,45 @@ def log_level(b: Builder, e) -> None:
     b.config.log_level = value
 
 
-_PYTHON_PLUGIN = re.compile(r"python\d*")
-# Plugins whose work forklift does itself (or needs not): naming them loads nothing.
-_BUILTIN_PLUGINS = frozenset(("http", "logfile", "0", "router_static", "corerouter", "ping"))
-# Logging plugins: never a refused start; syslog is honoured, the others log to the error log.
-_LOG_PLUGINS = frozenset(
-    (
-        "syslog",
-        "rsyslog",
-        "logsocket",
-        "logpipe",
-        "logcrypto",
-        "logzmq",
-        "redislog",
-        "mongodblog",
-        "graylog2",
-        "systemd_logger",
-        "journald",
-        "logfile",
-    )
+# Plugins that would serve another language or run another loop: what the file asks for
+# cannot be done, so the start stops. Every other plugin name is accepted (it loads nothing).
+_GREEN_PLUGINS = frozenset(
+    ("gevent", "greenlet", "ugreen", "asyncio", "tornado", "stackless", "coroae", "fiber")
+)
+_ENGINE_PLUGINS = (
+    "php",
+    "psgi",
+    "rack",
+    "ruby",
+    "lua",
+    "jvm",
+    "jwsgi",
+    "ring",
+    "mono",
+    "cgi",
+    "perl",
+    "gccgo",
+    "v8",
+    "pypy",
+    "glusterfs",
+    "rados",
 )
 
 
 def plugins(b: Builder, e) -> None:
+    """Naming a plugin loads nothing here. What forklift does itself (python, http, static,
+    routing, logging plugins...) is accepted; a language or loop engine is refused, since
+    the app it would serve cannot be served."""
     for name in re.split(r"[\s,]+", e.value.strip()):
-        base = name.removesuffix("_plugin.so").removesuffix("_plugin")
-        if not base or _PYTHON_PLUGIN.fullmatch(base) or base in _BUILTIN_PLUGINS:
-            continue
-        if base in _LOG_PLUGINS:
-            continue
-        if base in ("gevent", "greenlet", "ugreen", "asyncio", "tornado", "stackless"):
+        base = name.rpartition("/")[2].removesuffix(".so").removesuffix("_plugin")
+        if base in _GREEN_PLUGINS:
             b.fail(
                 e,
                 f"plugin {name!r}: green threads and async loops are not supported "
                 "(forklift uses threads: threads = N)",
             )
-        b.fail(
-            e,
-            f"plugin {name!r}: forklift is a pure-Python WSGI server; accepted plugins: "
-            "python*, http, logfile and the logging plugins (syslog, ...)",
-        )
+        if base.startswith(_ENGINE_PLUGINS):
+            b.fail(e, f"plugin {name!r}: forklift serves Python WSGI apps only")
     b.noop.append(e)
 
 
@@ -400,6 +403,14 @@ def log_date(b: Builder, e) -> None:
 def daemonize(b: Builder, e) -> None:
     b.config.daemonize = e.value.strip()
     b.origin("daemonize", e)
+
+
+def keepalive(b: Builder, e) -> None:
+    """`http-keepalive`: seconds in forklift; uWSGI files often write it as a flag, which
+    keeps forklift's default (keep-alive is always on)."""
+    if e.value.strip().lower() in _TRUE:
+        return
+    b.config.keepalive_timeout = b.seconds(e)
 
 
 def harakiri(b: Builder, e) -> None:

@@ -116,7 +116,7 @@ OPTIONS: tuple = (
     # --- timeouts
     Option("head-timeout", v.seconds("head_timeout"), metavar="SECONDS", group=_T,
            help="the request head must arrive in (10)"),
-    Option("keepalive-timeout", v.seconds("keepalive_timeout"), aliases=("http-keepalive",),
+    Option("keepalive-timeout", v.keepalive, aliases=("http-keepalive",),
            metavar="SECONDS", group=_T, help="idle keep-alive (5)"),
     Option("socket-timeout", v.seconds("socket_timeout"), aliases=("http-timeout",), short="z",
            metavar="SECONDS", group=_T, help="each body read or response write (30)"),

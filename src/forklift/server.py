@@ -8,7 +8,7 @@ import sys
 
 from . import sockets
 from .appload import load_app
-from .errors import ConfigError
+from .errors import AppImportError, ConfigError
 from .log import error_log, setup_error_log
 from .master import Master
 
@@ -47,7 +47,12 @@ def serve(config, reload_config=None) -> int:
             from . import daemon
 
             if not config.hook_pre_app:  # hooks may be what the import needs: not run twice
-                daemon.check_app_in_child(config)
+                try:
+                    daemon.check_app_in_child(config)
+                except AppImportError as exc:
+                    if config.need_app:
+                        raise
+                    print(f"forklift: warning: {exc} (need-app = false: starting)", file=sys.stderr)
             readiness = daemon.detach(config, listeners)
             setup_error_log(config.error_log, config.log_level)
         if config.syslog:
@@ -90,18 +95,21 @@ def check_paths(config) -> None:
         base = chdir or os.getcwd()
         path = os.path.join(base, config.wsgi_file)
         if not os.path.isfile(path):
-            from .errors import AppImportError
-
             where = "chdir" if chdir else "the current directory"
             raise AppImportError(
                 f"{config.where('wsgi_file', 'wsgi-file')}: no such file in {base} ({where})"
             )
-    if os.geteuid() == 0 and (config.uid or config.gid):
-        try:
-            _ids(config.uid, config.gid)
-        except ConfigError as exc:
-            attr = "uid" if str(exc).startswith("uid") else "gid"
-            raise ConfigError(f"{config.where(attr)}: {str(exc).split(': ', 1)[1]}") from None
+    if os.geteuid() == 0:
+        owner, _, group = (config.chown_socket or "").partition(":")
+        for uid, gid, attrs in (
+            (config.uid, config.gid, ("uid", "gid")),
+            (owner or None, group or None, ("chown_socket", "chown_socket")),
+        ):
+            try:
+                _ids(uid, gid)
+            except ConfigError as exc:
+                attr = attrs[0] if str(exc).startswith("uid") else attrs[1]
+                raise ConfigError(f"{config.where(attr)}: {str(exc).split(': ', 1)[1]}") from None
     for attr, path in (
         ("daemonize", config.daemonize),
         ("error_log", config.error_log),

@@ -425,3 +425,29 @@ def test_unset_environment_variable_in_a_socket_is_named(tmp_path, monkeypatch):
         "environment variable FORKLIFT_TEST_PORT is not set",
     ):
         _read(tmp_path, "http-socket = :$(FORKLIFT_TEST_PORT)")
+
+
+@pytest.mark.parametrize(
+    "line", ["plugins = router_static,router_redirect", "plugin = cheaper_busyness"]
+)
+def test_plugins_that_serve_python_are_accepted(tmp_path, line):
+    _read(tmp_path, line)
+
+
+@pytest.mark.parametrize("line", ["plugins = php", "plugin = rack", "plugins = python3,gevent"])
+def test_plugins_of_other_languages_or_loops_are_refused(tmp_path, line):
+    with pytest.raises(ConfigError, match=r":3: plugins? = .*: plugin '(php|rack|gevent)'"):
+        _read(tmp_path, line)
+
+
+def test_http_keepalive_written_as_a_flag_keeps_the_default(tmp_path):
+    config, _ = _read(tmp_path, "http-keepalive = true")
+    assert config.keepalive_timeout == 5.0
+    config, _ = _read(tmp_path, "http-keepalive = 2")
+    assert config.keepalive_timeout == 2.0
+
+
+def test_unset_environment_variable_in_a_count_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    with pytest.raises(ConfigError, match=r"the environment variable WEB_CONCURRENCY is not set"):
+        _read(tmp_path, "workers = $(WEB_CONCURRENCY)")
