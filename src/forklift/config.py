@@ -173,7 +173,7 @@ class Config:
     hook_pre_app: list = field(default_factory=list)  # "exec:cmd" run before the app import
     strict: bool = False
     file_wrapper: bool = True  # wsgi-disable-file-wrapper turns it off
-    syslog: tuple | None = None  # (ident, facility): the error log goes to syslog too
+    syslog: tuple | None = None  # (ident, facility, (host, port) or None): error log copy
     need_app: bool = True
     lazy_apps: bool = True
     chmod_socket: int | None = None

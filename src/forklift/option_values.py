@@ -362,7 +362,8 @@ def plugins(b: Builder, e) -> None:
 
 
 def logger(b: Builder, e, requests: bool) -> None:
-    """uWSGI's `logger = [name] file:PATH` or `syslog[:ident[,facility]]`."""
+    """uWSGI's `logger = [name] file:PATH`, `syslog[:IDENT[,FACILITY]]` (/dev/log) or
+    `rsyslog:HOST:PORT[,IDENT]` (UDP)."""
     value = e.value.strip()
     spec = value.split(None, 1)[-1] if " " in value else value  # "name file:..." form
     plugin, _, arg = spec.partition(":")
@@ -377,13 +378,20 @@ def logger(b: Builder, e, requests: bool) -> None:
             if b.config.access_log == "-":
                 b.config.access_log = arg  # uWSGI's logger carries request lines too
         return
-    if plugin in ("syslog", "rsyslog") and not requests:
+    if plugin == "syslog" and not requests:
         ident, _, facility = arg.partition(",")
-        b.config.syslog = (ident or "forklift", facility or "user")
+        b.config.syslog = (ident or "forklift", facility or "user", None)
+        return
+    if plugin == "rsyslog" and not requests:  # rsyslog:HOST:PORT[,IDENT]: syslog over UDP
+        address, _, ident = arg.partition(",")
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            b.fail(e, "expected rsyslog:HOST:PORT[,IDENT]")
+        b.config.syslog = (ident or "forklift", "user", (host, int(port)))
         return
     b.warn(
         e,
-        "only file:PATH and syslog[:IDENT[,FACILITY]] are supported; "
+        "only file:PATH, syslog[:IDENT[,FACILITY]] and rsyslog:HOST:PORT are supported; "
         "logging to the error log (stderr or logto) instead",
     )
 
@@ -391,7 +399,7 @@ def logger(b: Builder, e, requests: bool) -> None:
 def log_syslog(b: Builder, e) -> None:
     value = e.value.strip()
     ident, _, facility = ("" if value.lower() in _TRUE else value).partition(",")
-    b.config.syslog = (ident or "forklift", facility or "user")
+    b.config.syslog = (ident or "forklift", facility or "user", None)
 
 
 def log_date(b: Builder, e) -> None:

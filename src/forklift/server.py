@@ -141,8 +141,9 @@ def _check_writable(config, attr: str, path: str) -> None:
         raise ConfigError(f"{where}: {target} is not writable")
 
 
-def add_syslog(ident: str, facility: str) -> None:
-    """uWSGI's `logger = syslog:IDENT,FACILITY`: the error log goes to /dev/log too."""
+def add_syslog(ident: str, facility: str, address=None) -> None:
+    """uWSGI's syslog loggers: the error log goes to syslog too, to `address` (host, port)
+    over UDP, else to /dev/log (else to localhost:514, where a syslog daemon may listen)."""
     import logging
     import logging.handlers
 
@@ -150,7 +151,8 @@ def add_syslog(ident: str, facility: str) -> None:
     if code is None:
         error_log.warning("syslog facility %r unknown; using 'user'", facility)
         code = logging.handlers.SysLogHandler.LOG_USER
-    address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
+    if address is None:
+        address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
     try:
         handler = logging.handlers.SysLogHandler(address, facility=code)
     except OSError as exc:

@@ -226,3 +226,22 @@ def test_positional_ini_is_read_as_uwsgi_does(tmp_path):
         assert server.exchange(request("GET", "/")).status == 200
     finally:
         server.stop()
+
+
+def test_rsyslog_logger_sends_the_error_log_to_syslog(tmp_path):
+    # `logger = rsyslog:HOST:PORT,IDENT` (uWSGI's rsyslog plugin): a UDP syslog peer we own.
+    import socket as socket_module
+
+    peer = socket_module.socket(socket_module.AF_INET, socket_module.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(10)
+    port = peer.getsockname()[1]
+    ini = tmp_path / "syslog.ini"
+    ini.write_text(f"[uwsgi]\nmodule = echo:app\nlogger = rsyslog:127.0.0.1:{port},fltest\n")
+    server = Forklift(tmp_path, None, "--ini", str(ini)).start()
+    try:
+        datagram = peer.recv(65536).decode()
+        assert datagram.startswith("<14>fltest[") and "listening on" in datagram, datagram
+    finally:
+        server.stop()
+        peer.close()

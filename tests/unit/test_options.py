@@ -327,7 +327,7 @@ def test_plugins_real_files_name_are_accepted(tmp_path, line):
 
 def test_logger_syslog_is_honoured(tmp_path):
     config, _ = _read(tmp_path, "logger = syslog:myapp,local3")
-    assert config.syslog == ("myapp", "local3")
+    assert config.syslog == ("myapp", "local3", None)
 
 
 def test_wsgi_disable_file_wrapper(tmp_path):
