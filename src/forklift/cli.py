@@ -12,6 +12,7 @@ Exit codes: 0 after a clean stop, 1 when the app cannot be imported or the serve
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import textwrap
@@ -243,11 +244,20 @@ def _resolve_daemonize(config: Config, cmd: CommandLine) -> None:
         )
     else:  # `daemonize = true` in a file: uWSGI would log to a file named "true"
         what = f"{config.where('daemonize')} names no log file"
-    if not config.error_log:
-        raise ConfigError(f"{what}, and no logto: give -d FILE, or logto = FILE in the ini")
-    config.daemonize = config.error_log
-    where = config.origins.get("error_log", "--logto")
-    config.ini_warnings.append(f"{what}: logging to {config.error_log} ({where})")
+    if config.error_log:
+        config.daemonize = config.error_log
+        where = config.origins.get("error_log", "--logto")
+    elif cmd.inis:
+        # Neither names a log: the ini's own name with .log, next to it (uWSGI would
+        # write a file named "true" or "--ini" in the current directory).
+        ini = os.path.abspath(
+            cmd.inis[0].rpartition(":")[0] if ".ini:" in cmd.inis[0] else cmd.inis[0]
+        )
+        config.daemonize = os.path.splitext(ini)[0] + ".log"
+        where = "next to the ini, which names no logto"
+    else:
+        raise ConfigError(f"{what}, and no logto: give -d FILE, or --logto FILE")
+    config.ini_warnings.append(f"{what}: logging to {config.daemonize} ({where})")
 
 
 def help_text() -> str:

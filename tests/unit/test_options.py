@@ -276,11 +276,14 @@ def test_d_followed_by_an_option_logs_to_the_inis_logto(tmp_path):
     assert "'--ini', not a log file" in notes[0] and f"{ini}:3" in notes[0]
 
 
-def test_d_without_a_log_file_anywhere_is_refused(tmp_path):
-    ini = tmp_path / "uwsgi.ini"
+def test_d_without_any_log_file_logs_next_to_the_ini(tmp_path):
+    ini = tmp_path / "site.ini"
     ini.write_text("[uwsgi]\nmodule = site:app\n")
-    with pytest.raises(ConfigError, match="and no logto: give -d FILE, or logto = FILE"):
-        build_config(parse_command_line(["-d", "--ini", str(ini)]))
+    config = build_config(parse_command_line(["-d", "--ini", str(ini)]))
+    assert config.daemonize == str(tmp_path / "site.log")
+    assert any("next to the ini" in w for w in config.ini_warnings)
+    with pytest.raises(ConfigError, match="and no logto: give -d FILE, or --logto FILE"):
+        build_config(parse_command_line(["site:app", "-d"]))
 
 
 def test_reload_and_stop_take_a_pidfile_and_are_not_abbreviations():
@@ -405,9 +408,10 @@ def test_a_django_projects_ini_is_accepted_whole(tmp_path):
 def test_daemonize_true_in_a_file_never_logs_to_a_file_named_true(tmp_path):
     ini = tmp_path / "uwsgi.ini"
     ini.write_text("[uwsgi]\nmodule = site:app\ndaemonize = true\n")
-    with pytest.raises(ConfigError) as raised:
-        build_config(parse_command_line(["--ini", str(ini)]))
-    assert f"{ini}:3: daemonize = true names no log file, and no logto" in str(raised.value)
+    config = build_config(parse_command_line(["--ini", str(ini)]))
+    assert config.daemonize == str(tmp_path / "uwsgi.log")
+    note = next(w for w in config.ini_warnings if "names no log file" in w)
+    assert note.startswith(f"{ini}:3: daemonize = true names no log file: logging to ")
     ini.write_text("[uwsgi]\nmodule = site:app\ndaemonize = true\nlogto = /var/log/s.log\n")
     assert build_config(parse_command_line(["--ini", str(ini)])).daemonize == "/var/log/s.log"
 
