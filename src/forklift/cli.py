@@ -257,6 +257,7 @@ def _resolve_daemonize(config: Config, cmd: CommandLine) -> None:
         where = "next to the ini, which names no logto"
     else:
         raise ConfigError(f"{what}, and no logto: give -d FILE, or --logto FILE")
+    config.origins["daemonize"] = f"{what} ({where})"
     config.ini_warnings.append(f"{what}: logging to {config.daemonize} ({where})")
 
 

@@ -118,6 +118,15 @@ def check_paths(config) -> None:
     ):
         if path:
             _check_writable(config, attr, path)
+    access_log = config.access_log if config.access_log != "-" else None
+    if access_log and os.geteuid() == 0 and (config.uid or config.gid):
+        # Each worker opens the access log after becoming uid/gid: it must be theirs to open.
+        uid, gid = _ids(config.uid, config.gid)
+        fd = os.open(access_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+        finally:
+            os.close(fd)
 
 
 def _check_writable(config, attr: str, path: str) -> None:
