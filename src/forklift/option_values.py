@@ -454,7 +454,8 @@ def route(b: Builder, e) -> None:
     rules that change the answer (redirect, rewrite, static, auth...) are refused, because
     silently not doing them would serve something else than the file says."""
     value = e.value.strip()
-    action = value if e.key == "route-run" else (value.split(None, 1) + [""])[1]
+    parts = value.split(None, 1)
+    action = value if e.key == "route-run" else (parts[1] if len(parts) > 1 else "")
     name = action.strip().split(":", 1)[0].strip()
     if name in _HARMLESS_ROUTE_ACTIONS:
         b.warn(e, f"routing action {name!r} ignored (forklift has no internal router)")

@@ -9,8 +9,12 @@ quietly stop holding. The rest reads argv as uWSGI users type it.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forklift.cli import UsageError, build_config, parse_command_line
 from forklift.config import PROTOCOL_HTTP, PROTOCOL_UWSGI, ListenAddress
@@ -455,3 +459,48 @@ def test_unset_environment_variable_in_a_count_is_named(tmp_path, monkeypatch):
     monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
     with pytest.raises(ConfigError, match=r"the environment variable WEB_CONCURRENCY is not set"):
         _read(tmp_path, "workers = $(WEB_CONCURRENCY)")
+
+
+# --- no value makes a traceback ----------------------------------------------------------------
+
+_VALUE_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x00%$@"),
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    option=st.sampled_from([o for o in OPTIONS if o.name not in ("exec-asap",)]),
+    value=_VALUE_TEXT,
+)
+def test_any_value_is_accepted_or_refused_in_one_line_naming_file_line_and_key(option, value):
+    value = value.strip(" \t")
+    with tempfile.TemporaryDirectory() as directory:
+        ini = Path(directory) / "fuzz.ini"
+        ini.write_text(f"[uwsgi]\nmodule = app:app\n{option.name} = {value}\n", encoding="utf-8")
+        try:
+            read_with_warnings(str(ini))
+        except ConfigError as exc:
+            message = str(exc)
+            assert message.startswith(f"{ini}:3: {option.name} = "), message
+            assert "\n" not in message
+
+
+_WORDS = st.one_of(
+    st.sampled_from(
+        [f"--{o.name}" for o in OPTIONS if o.name != "exec-asap"]
+        + ["-s", "-p", "-M", "-H", "-d", "-w", "-b", "-t", "--ini", "--", "--master", "a:b"]
+    ),
+    _VALUE_TEXT,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(argv=st.lists(_WORDS, max_size=6))
+def test_any_command_line_is_served_or_refused_in_one_line(argv):
+    argv = [word for word in argv if word not in ("--ini", "-d") and not word.endswith(".ini")]
+    try:
+        build_config(parse_command_line(argv))
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
