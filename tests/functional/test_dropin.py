@@ -210,8 +210,8 @@ def test_stop_signal_is_graceful(tmp_path):
             stderr=subprocess.PIPE,
         )
         assert wire.read_response().status == 200
+        wire.close()  # an idle keep-alive connection would be waited for (keepalive-timeout)
         assert stopper.wait(20) == 0
-        wire.close()
     finally:
         if server.alive:
             server.proc.send_signal(signal.SIGKILL)
