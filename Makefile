@@ -24,6 +24,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Coverage-guided fuzzing (atheris) of the HTTP/1.1 parser, the uwsgi decoder and the ini
+# reader, FUZZ_SECONDS in all, split across them; not part of `make test`. See fuzz/run.py.
+FUZZ_SECONDS ?= 600
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[fuzz]'
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
+
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests
 

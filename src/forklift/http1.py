@@ -31,13 +31,31 @@ _field_line = re.compile(
     rb"(" + TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*)?)"
 )
 _token = re.compile(TOKEN)
+# --- request-target (RFC 9112 §3.2) and Host (RFC 9110 §7.2), RFC 3986 §3.2.2 and §3.2.3 ---
+# reg-name = *( unreserved / pct-encoded / sub-delims ); an IP-literal is an IPv6 address or
+# an IPvFuture in brackets; port = *DIGIT. Host = uri-host [ ":" port ].
+_REG_NAME = rb"(?:[-0-9A-Za-z._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*"
+_IP_LITERAL = rb"\[(?:[0-9A-Fa-f:.]+|[vV][0-9A-Fa-f]+\.[-0-9A-Za-z._~!$&'()*+,;=:]+)\]"
+_URI_HOST = rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb")"
+_host_value = re.compile(_URI_HOST + rb"(?::[0-9]*)?")
+# authority-form = uri-host ":" port (§3.2.3): the port is not optional, the host not empty.
+_authority_form = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb"):[0-9]+")
+# absolute-form = absolute-URI (§3.2.2); its scheme, per RFC 3986 §3.1.
+_scheme = re.compile(rb"[A-Za-z][-+.0-9A-Za-z]*:")
+# An http(s) URI: "//" authority, then a path, query or nothing (RFC 9110 §4.2.1-4.2.2).
+_http_uri = re.compile(rb"(?i:https?)://([^/?#]*)(?:[/?#].*)?", re.DOTALL)
 # A line ending that is not CRLF: a bare LF, or a CR followed by anything but LF (§2.2).
 _bad_line_ending = re.compile(rb"(?<!\r)\n|\r[^\n]")
-# chunk = chunk-size [ chunk-ext ] CRLF; extensions are parsed only to be skipped (§7.1.1).
+# chunk = chunk-size [ chunk-ext ] CRLF; extensions are parsed only to be skipped (§7.1.1):
+# chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ). Whitespace is
+# allowed around ";" and "=" only: none after the size or a value, before the CRLF.
+# quoted-string (RFC 9110 §5.6.4): qdtext is HTAB, SP, VCHAR but '"' and "\\", obs-text; a
+# quoted-pair escapes HTAB, SP, VCHAR or obs-text, never a CTL.
+_QUOTED_STRING = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_EXT_VALUE = rb"(?:" + TOKEN + rb"|" + _QUOTED_STRING + rb")"
 _chunk_size_line = re.compile(
     rb"([0-9A-Fa-f]{1,16})"
-    rb"(?:[ \t]*;[ \t]*" + TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + TOKEN + rb'|"(?:[^"\\\r\n]|\\.)*"))?)*'
-    rb"[ \t]*"
+    rb"(?:[ \t]*;[ \t]*" + TOKEN + rb"(?:[ \t]*=[ \t]*" + _CHUNK_EXT_VALUE + rb")?)*"
 )
 _digits = re.compile(rb"[0-9]+")
 
@@ -101,6 +119,7 @@ class RequestParser:
         "_error",
         "_empty_lines",
         "_head",
+        "_method",
     )
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS):
@@ -115,6 +134,7 @@ class RequestParser:
         self._error: ProtocolError | None = None
         self._empty_lines = 0
         self._head = None  # the head being parsed, while it is parsed (for _fail)
+        self._method: bytes | None = None  # of the current request, once known
 
     # -- input -------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -139,10 +159,24 @@ class RequestParser:
         """True once the current request's body has been read to its end."""
         return self._state in (_END, _PAUSED)
 
+    @property
+    def request_is_head(self) -> bool:
+        """True when the request being read, answered or refused is a HEAD request.
+
+        Any answer to HEAD, an error included, carries no content (RFC 9110 §9.3.2): the
+        client reads none, and would take the bytes for the next response. Before its head
+        is complete (a 408, a 414), a request is HEAD when its line starts "HEAD ".
+        """
+        method = self._method
+        if method is None:
+            return self._state == _HEAD and self._buf.startswith(b"HEAD ")
+        return method == b"HEAD"
+
     def start_next_request(self) -> None:
         """The response to the previous request is done; parse the next one."""
         if self._state != _PAUSED and self._state != _END:
             raise RuntimeError("start_next_request() before the message ended")
+        self._method = None
         self._state = _HEAD
         self._scanned = 0
         self._body_seen = 0
@@ -168,11 +202,15 @@ class RequestParser:
 
     def _fail(self, message: str, status: int = 400):
         head = self._head
+        if self._method is None:  # remembered for request_is_head: the buffer may go on
+            line = head if head is not None else self._buf if self._state == _HEAD else b""
+            self._method = b"HEAD" if line.startswith(b"HEAD ") else b""
         if head is not None:
             # A line ending that is not CRLF came before whatever else is wrong with this
             # head: a byte-at-a-time reader would have stopped there, so we do too.
+            # The head was cut before its CRLF CRLF: a CR at its very end is a CR CR LF.
             self._head = None
-            if _bad_line_ending.search(head):
+            if _bad_line_ending.search(head) or head.endswith(b"\r"):
                 message, status = "line ending is not CRLF", 400
         self._state = _DEAD
         self._error = ProtocolError(message, status)
@@ -220,9 +258,11 @@ class RequestParser:
                 self._fail("line ending is not CRLF")
             self._fail("malformed request line")
         method, target, major, minor = match.groups()
+        self._method = method
         if major != b"1" or minor not in (b"0", b"1"):
             self._fail("HTTP version not supported", 505)
         http_version = "1.1" if minor == b"1" else "1.0"
+        self._check_target(method, target)
 
         headers = []
         append = headers.append
@@ -255,6 +295,9 @@ class RequestParser:
                 connection = connection + b"," + value if connection else value
             elif name == b"host":
                 host_count += 1
+                # RFC 9112 §3.2: a Host field with an invalid value is a 400.
+                if not _host_value.fullmatch(value):
+                    self._fail("invalid Host field value")
             elif name == b"expect":
                 expect = value
 
@@ -306,6 +349,41 @@ class RequestParser:
             chunked,
             expect_continue,
         )
+
+    def _check_target(self, method: bytes, target: bytes) -> None:
+        """The request-target must take one of the four forms of RFC 9112 §3.2, the one its
+        method allows; otherwise 400 (§3.2: "SHOULD respond with a 400").
+
+        forklift does not tunnel, so a well-formed CONNECT is refused with 501 (RFC 9110
+        §9.1: a method the origin server does not implement) and the connection closed:
+        the bytes after its head would be the tunnel, never a request.
+        """
+        if method == b"CONNECT":
+            # §3.2.3: CONNECT, and only CONNECT, uses the authority-form, host ":" port.
+            if not _authority_form.fullmatch(target) or target[:1] == b":":
+                self._fail("CONNECT needs an authority-form target (host:port)")
+            self._fail("CONNECT is not implemented: forklift does not tunnel", 501)
+        if target[:1] == b"/":
+            return  # origin-form (§3.2.1): absolute-path [ "?" query ]
+        if target == b"*":
+            # §3.2.4: the asterisk-form is only for a server-wide OPTIONS.
+            if method != b"OPTIONS":
+                self._fail("the asterisk-form target is only for OPTIONS")
+            return
+        if not _scheme.match(target):
+            self._fail("invalid request-target")
+        # §3.2.2: the absolute-form. Not a proxy, forklift serves http and https URIs only.
+        m = _http_uri.fullmatch(target)
+        if m is None:
+            self._fail("absolute-form target is not an http or https URI")
+        authority = m.group(1)
+        if b"@" in authority:
+            # RFC 9110 §4.2.4: userinfo in an http URI from a client is to be treated as an
+            # error (it hides the real host from whoever reads the URI).
+            self._fail("userinfo in an absolute-form target")
+        # RFC 9110 §4.2.1: an http URI with an empty host is invalid and MUST be rejected.
+        if authority[:1] in (b"", b":") or not _host_value.fullmatch(authority):
+            self._fail("invalid authority in an absolute-form target")
 
     def _head_incomplete(self):
         buf = self._buf
@@ -368,6 +446,9 @@ class RequestParser:
                 if _token.fullmatch(coding):
                     self._fail("unknown transfer coding", 501)
                 self._fail("malformed Transfer-Encoding")
+        if codings.count(b"chunked") > 1:
+            # RFC 9112 §6.1: a sender MUST NOT apply chunked more than once.
+            self._fail("chunked applied more than once")
         if codings[-1] != b"chunked":
             # RFC 9112 §6.3 ¶4: the length of such a request cannot be determined.
             self._fail("Transfer-Encoding does not end with chunked")
@@ -580,13 +661,19 @@ def frame_response(
     return ResponseFrame(head, body_mode, content_length, keep_alive)
 
 
-def error_response(status: int, reason: str, message: str = "", extra: bytes = b"") -> bytes:
-    """A complete, self-contained error response that closes the connection."""
+def error_response(
+    status: int, reason: str, message: str = "", extra: bytes = b"", *, head_only: bool = False
+) -> bytes:
+    """A complete, self-contained error response that closes the connection.
+
+    `head_only` for an answer to HEAD: Content-Length still announces the body a GET would
+    get, but no body follows (RFC 9110 §9.3.2 and §8.6).
+    """
     body = (message or reason).encode("latin-1", "replace") + b"\n"
     return (
         b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
         b"Connection: close\r\n%s\r\n%s"
-        % (status, reason.encode("latin-1"), len(body), extra, body)
+        % (status, reason.encode("latin-1"), len(body), extra, b"" if head_only else body)
     )
 
 

@@ -862,10 +862,13 @@ class Worker:
 
     def _simple_answer(self, conn, status: int, reason: str, message: str) -> None:
         """A short plain-text answer, then close (the connection state is unknown)."""
+        head_only = getattr(conn.parser, "request_is_head", False)  # RFC 9110 §9.3.2
         try:
             send_all(
                 conn.sock,
-                http1.error_response(status, reason, message, date_cache.get()),
+                http1.error_response(
+                    status, reason, message, date_cache.get(), head_only=head_only
+                ),
                 self.config.socket_timeout,
             )
         except PeerGone:
@@ -879,8 +882,13 @@ class Worker:
         else:
             error_log.debug("bad request from %s: %s", conn.peer, exc)
         if exc.status:
+            head_only = getattr(conn.parser, "request_is_head", False)  # RFC 9110 §9.3.2
             body = http1.error_response(
-                exc.status, _REASONS.get(exc.status, "Bad Request"), str(exc), date_cache.get()
+                exc.status,
+                _REASONS.get(exc.status, "Bad Request"),
+                str(exc),
+                date_cache.get(),
+                head_only=head_only,
             )
             try:
                 conn.sock.send(body)  # once, without waiting: a hostile peer gets no more
@@ -932,8 +940,11 @@ class Worker:
             if phase in (_HEAD, _BODY):
                 error_log.debug("request from %s timed out; closing", conn.peer)
                 try:
+                    head_only = getattr(conn.parser, "request_is_head", False)
                     conn.sock.send(
-                        http1.error_response(408, "Request Timeout", extra=date_cache.get())
+                        http1.error_response(
+                            408, "Request Timeout", extra=date_cache.get(), head_only=head_only
+                        )
                     )
                 except OSError:
                     pass

@@ -49,6 +49,9 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 FORKLIFT = str(VENV_BIN / "forklift")
 IP = shutil.which("ip") or "/usr/sbin/ip"
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
+SSH_PORT = 22
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 CLONE_NEWNET = 0x40000000
@@ -369,8 +372,22 @@ class Postgres:
 class AppHost:
     """forklift + gameprogress on one host: start, kill (SIGKILL by pid), reload, stop."""
 
-    def __init__(self, role: str, ns: str, probe_ns: str, root: Path, database_url: str) -> None:
+    def __init__(
+        self,
+        role: str,
+        ns: str,
+        probe_ns: str,
+        root: Path,
+        database_url: str,
+        serve: list[str] | None = None,
+        env: dict | None = None,
+        ready_path: str = "/healthz",
+    ) -> None:
         self.role = role
+        # what to serve (default: gameprogress from the test venv, in `root`)
+        self.serve = serve or ["--chdir", str(root), "gameprogress.wsgi:app"]
+        self.env = dict(env or {})
+        self.ready_path = ready_path
         self.ns = ns
         self.probe_ns = probe_ns  # where the readiness probe comes from: the nginx host
         self.address = ADDRESSES[role]
@@ -401,13 +418,11 @@ class AppHost:
             ADDRESSES["nx"],
             "--access-log",
             str(self.access_log),
-            "--chdir",
-            str(self.root),
-            "gameprogress.wsgi:app",
+            *self.serve,
         ]
 
     def start(self, timeout: float = 30.0) -> None:
-        env = dict(os.environ, GAMEPROGRESS_DATABASE_URL=self.database_url)
+        env = dict(os.environ, GAMEPROGRESS_DATABASE_URL=self.database_url, **self.env)
         env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}"
         with open(self.logfile, "ab") as log:
             log.write(f"\n--- start at monotonic {time.monotonic():.3f}\n".encode())
@@ -432,7 +447,9 @@ class AppHost:
                     f"forklift on {self.role} exited ({self.proc.returncode}):\n{self.log()}"
                 )
             try:
-                status, _, body = http_in(self.probe_ns, self.address, APP_PORT, "GET", "/healthz")
+                status, _, body = http_in(
+                    self.probe_ns, self.address, APP_PORT, "GET", self.ready_path
+                )
                 last = f"{status} {body[:200]!r}"
                 if status == 200 and len(self.worker_pids()) >= 2:
                     return
@@ -512,6 +529,114 @@ class AppHost:
             return self.logfile.stat().st_size
         except OSError:
             return 0
+
+
+class SshKeys:
+    """A client key, one host key for every sshd of the test, known_hosts and an ssh_config.
+
+    All in a temp dir of the test: nothing is read from or written to ~/.ssh.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
+        self.client_key = root / "client_key"
+        self.host_key = root / "host_key"
+        for key in (self.client_key, self.host_key):
+            run(SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", "forklift-test", "-f", str(key))
+        self.authorized_keys = root / "authorized_keys"
+        shutil.copy(f"{self.client_key}.pub", self.authorized_keys)
+        self.known_hosts = root / "known_hosts"
+        self.known_hosts.write_text("")
+        self.config = root / "ssh_config"
+        self.config.write_text(
+            "Host *\n"
+            "    User root\n"
+            f"    IdentityFile {self.client_key}\n"
+            "    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {self.known_hosts}\n"
+            "    GlobalKnownHostsFile /dev/null\n"
+            "    StrictHostKeyChecking yes\n"
+            "    BatchMode yes\n"
+            "    LogLevel ERROR\n"
+        )
+
+    def trust(self, address: str, port: int = SSH_PORT) -> None:
+        """The host key is known for this address: a strict client accepts it, nothing else."""
+        public = Path(f"{self.host_key}.pub").read_text().split()
+        name = address if port == 22 else f"[{address}]:{port}"
+        with open(self.known_hosts, "a") as f:
+            f.write(f"{name} {public[0]} {public[1]}\n")
+
+
+class Sshd:
+    """Debian's sshd (openssh-server) in a namespace, in the foreground, stopped by pid."""
+
+    def __init__(self, ns: str, root: Path, address: str, keys: SshKeys) -> None:
+        self.ns = ns
+        self.root = root
+        self.address = address
+        self.keys = keys
+        self.log = root / "sshd.log"
+        self.config = root / "sshd_config"
+        self.proc: subprocess.Popen | None = None
+        root.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(
+            f"Port {SSH_PORT}\n"
+            f"ListenAddress {address}\n"
+            f"HostKey {keys.host_key}\n"
+            f"PidFile {root / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {keys.authorized_keys}\n"
+            "PermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\n"
+            "UsePAM no\n"
+            "StrictModes no\n"
+            "X11Forwarding no\n"
+            "PrintMotd no\n"
+            "LogLevel ERROR\n"
+        )
+
+    def start(self, timeout: float = 15.0) -> None:
+        if not os.path.exists(SSHD):
+            raise RuntimeError(f"{SSHD} not found: apt-get install openssh-server")
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # its privilege separation dir
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [IP, "netns", "exec", self.ns, SSHD, "-D", "-e", "-f", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited ({self.proc.returncode}): {self.log.read_text()}")
+            try:
+                in_netns(self.ns, _connects, self.address, SSH_PORT)
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"sshd on {self.address} not listening in {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def _connects(host: str, port: int) -> None:
+    import socket
+
+    with socket.create_connection((host, port), timeout=1.0):
+        pass
 
 
 def _children(pid: int) -> list[int]:
@@ -664,17 +789,43 @@ class Cluster:
         self.apps: dict[str, AppHost] = {}
         self.nginx: Nginx | None = None
         self.loadgens: list[subprocess.Popen] = []
+        self.sshds: list[Sshd] = []
+
+    def start_sshd(self, roles: tuple = ("a", "b")) -> SshKeys:
+        """sshd on each app host, one client key and a known_hosts for them."""
+        keys = SshKeys(self.root / "ssh")
+        for role in roles:
+            sshd = Sshd(self.ns(role), self.root / f"sshd-{role}", ADDRESSES[role], keys)
+            self.sshds.append(sshd)
+            sshd.start()
+            keys.trust(ADDRESSES[role])
+        return keys
 
     def ns(self, role: str) -> str:
         return self.topology.ns(role)
 
     def start(self) -> None:
+        self.start_network()
+        self.start_apps()
+        self.start_nginx()
+
+    def start_network(self) -> None:
+        """The namespaces and PostgreSQL."""
         self.topology.create()
         self.postgres = Postgres(self.ns("db"), self.root / "pg")
         self.postgres.start()
+
+    def start_apps(self, **options) -> None:
+        """forklift on both app hosts (`options`: AppHost's serve, env, ready_path)."""
+        assert self.postgres is not None
         for role in ("a", "b"):
             self.apps[role] = AppHost(
-                role, self.ns(role), self.ns("nx"), self.root / role, self.postgres.url
+                role,
+                self.ns(role),
+                self.ns("nx"),
+                self.root / role,
+                self.postgres.url,
+                **{k: (v(role) if callable(v) else v) for k, v in options.items()},
             )
         # Both hosts at once: the migrations must be safe when several hosts start together.
         starters = [
@@ -687,6 +838,8 @@ class Cluster:
         for app in self.apps.values():
             if app.proc is None or app.proc.poll() is not None or not app.worker_pids():
                 raise RuntimeError(f"app host {app.role} did not start:\n{app.log()}")
+
+    def start_nginx(self) -> None:
         upstreams = [f"{ADDRESSES[r]}:{APP_PORT}" for r in self.apps]
         self.nginx = Nginx(self.ns("nx"), self.root / "nginx", upstreams)
         checked = self.nginx.test_config()
@@ -738,7 +891,7 @@ class Cluster:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
-        for stopper in [self.nginx, *self.apps.values()]:
+        for stopper in [self.nginx, *self.apps.values(), *self.sshds]:
             if stopper is None:
                 continue
             try:
@@ -930,6 +1083,8 @@ def loadgen(config: dict) -> dict:
     interval = 1.0 / config["rate_per_thread"]
     start = time.monotonic() + 0.05
     end = start + config["duration"]
+    stop_file = config.get("stop_file")  # optional: its creation ends the run early
+    stopped = threading.Event()
     print(f"READY {start:.6f}", flush=True)
 
     def worker(index: int) -> None:
@@ -940,6 +1095,9 @@ def loadgen(config: dict) -> dict:
         while True:
             now = time.monotonic()
             if now >= end:
+                break
+            if stop_file and os.path.exists(stop_file):
+                stopped.set()  # the scenario said it is done: stop before the time limit
                 break
             if now < next_t:
                 time.sleep(next_t - now)
@@ -1016,6 +1174,7 @@ def loadgen(config: dict) -> dict:
         "start": start,
         "end": end,
         "finished": finished,
+        "stopped_by_file": stopped.is_set(),
         "records": sorted(records),
         "devices": {
             d: {

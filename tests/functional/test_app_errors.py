@@ -29,6 +29,15 @@ def _assert_short_500(data: bytes) -> None:
 
 
 class TestExceptionBeforeTheHead:
+    def test_500_to_head_has_no_body(self, failing):
+        # RFC 9110 §9.3.2: the 500 answering a HEAD is a head only, then the close.
+        with failing.connect() as wire:
+            wire.send(request("HEAD", "/before"))
+            everything = wire.read_until_eof(timeout=5)
+        assert everything.startswith(b"HTTP/1.1 500 "), everything[:200]
+        assert everything.endswith(b"\r\n\r\n") and everything.count(b"\r\n\r\n") == 1
+        assert b"\r\ncontent-length: " in everything.lower()
+
     def test_500_short_body_traceback_only_in_the_log(self, failing):
         mark = failing.stderr_mark()
         with failing.connect() as wire:

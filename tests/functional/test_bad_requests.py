@@ -20,6 +20,13 @@ CASES = {
     "http-1.2": (b"GET / HTTP/1.2\r\n" + HOST + b"\r\n", 505),
     "double-space": (b"GET  / HTTP/1.1\r\n" + HOST + b"\r\n", 400),
     "request-line-too-long": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n" + HOST + b"\r\n", 414),
+    # request-target forms (RFC 9112 §3.2)
+    "target-not-origin-form": (b"GET foo/bar HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    "target-bang": (b"GET ! HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    "asterisk-for-get": (b"GET * HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    "connect": (b"CONNECT localhost:443 HTTP/1.1\r\n" + HOST + b"\r\n", 501),
+    "h2-preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    "invalid-host": (b"GET / HTTP/1.1\r\nHost: local host\r\n\r\n", 400),
     # fields
     "no-host": (b"GET / HTTP/1.1\r\n\r\n", 400),
     "two-hosts": (b"GET / HTTP/1.1\r\n" + HOST + HOST + b"\r\n", 400),
@@ -99,6 +106,10 @@ CASES = {
     ),
     "chunk-without-crlf": (
         b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabcX0\r\n\r\n",
+        400,
+    ),
+    "chunk-size-then-space": (
+        b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n3 \r\nabc\r\n0\r\n\r\n",
         400,
     ),
     "chunk-bare-lf": (
@@ -185,3 +196,21 @@ def test_error_after_a_good_request_on_the_same_connection(echo):
         rest = wire.read_until_eof()
     assert rest.startswith(b"HTTP/1.1 400 ")
     assert count_responses(rest) == 1
+
+
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"HEAD / HTTP/1.1\r\n\r\n", 400),  # no Host
+        (b"HEAD foo HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+        (b"HEAD / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip, chunked\r\n\r\n", 501),
+    ],
+    ids=["400", "bad target", "501"],
+)
+def test_error_answer_to_head_has_no_body(echo, data, status):
+    # RFC 9110 §9.3.2: no content in any answer to HEAD, an error included; a client would
+    # read the bytes as its next response. Content-Length still says what a GET would get.
+    everything = _assert_one_answer_then_close(echo, data + SMUGGLED, status)
+    head, sep, body = everything.partition(b"\r\n\r\n")
+    assert sep and body == b"", everything
+    assert int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]) > 0

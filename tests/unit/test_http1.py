@@ -684,6 +684,205 @@ def test_dead_parser_keeps_raising():
 
 
 # =============================================================================================
+# Request-target forms, Host values, chunk lines, HEAD (RFC 9112 §3.2, §7.1; RFC 9110 §9.3.2)
+# =============================================================================================
+
+
+@pytest.mark.parametrize(
+    "method, target, host",
+    [
+        ("GET", b"//a//b", b"h"),  # origin-form: an absolute-path may start with "//"
+        ("GET", b"/?x=1", b"h"),
+        ("OPTIONS", b"*", b"h"),
+        ("OPTIONS", b"/x", b"h"),
+        ("GET", b"HTTP://EXAMPLE.com", b"h"),  # the scheme is case-insensitive
+        ("GET", b"https://[::1]:8443/p?q", b"h"),
+        ("GET", b"http://h.example?x=1", b"h"),
+        ("GET", b"http://h.example:/", b"h"),  # port = *DIGIT: may be empty
+        ("GET", b"http://caf%C3%A9.example/", b"h"),
+        ("OPTIONS", b"http://h.example", b"h"),
+        ("GET", b"/", b""),  # RFC 9110 §7.2: an empty Host is valid (no authority)
+        ("GET", b"/", b"h.example:"),
+        ("GET", b"/", b"[2001:db8::1]:8080"),
+        ("GET", b"/", b"[v7.fe80::1+eth0]"),
+        ("GET", b"/", b"EXAMPLE.COM."),
+        ("GET", b"/", b"a-b_c~d!$&'()*+,;=%41"),
+    ],
+)
+def test_valid_target_forms_and_hosts_are_accepted(method, target, host):
+    data = method.encode() + b" " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    expect_events(data, [head(method, target, headers=[(b"host", host)]), end()])
+
+
+TARGET_REJECTIONS = [
+    # -- origin-form starts with "/" (§3.2.1) -----------------------------------------------
+    ("bang", _req(b"GET ! HTTP/1.1", H), 400),
+    ("relative path", _req(b"GET foo/bar HTTP/1.1", H), 400),
+    ("query only", _req(b"GET ?x=1 HTTP/1.1", H), 400),
+    ("dot path", _req(b"GET ./a HTTP/1.1", H), 400),
+    ("fragment only", _req(b"GET #f HTTP/1.1", H), 400),
+    # -- asterisk-form only for OPTIONS (§3.2.4) --------------------------------------------
+    ("GET *", _req(b"GET * HTTP/1.1", H), 400),
+    ("HEAD *", _req(b"HEAD * HTTP/1.1", H), 400),
+    ("h2 preface as 1.1", _req(b"PRI * HTTP/1.1", H), 400),
+    ("OPTIONS **", _req(b"OPTIONS ** HTTP/1.1", H), 400),
+    ("OPTIONS *x", _req(b"OPTIONS *x HTTP/1.1", H), 400),
+    # -- authority-form only for CONNECT (§3.2.3), which forklift does not implement --------
+    ("GET authority-form", _req(b"GET h.example:80 HTTP/1.1", H), 400),
+    ("CONNECT", _req(b"CONNECT h.example:443 HTTP/1.1", H), 501),
+    ("CONNECT IPv6", _req(b"CONNECT [::1]:443 HTTP/1.1", H), 501),
+    ("CONNECT in 1.0", _req(b"CONNECT h.example:443 HTTP/1.0"), 501),
+    ("CONNECT origin-form", _req(b"CONNECT / HTTP/1.1", H), 400),
+    ("CONNECT asterisk", _req(b"CONNECT * HTTP/1.1", H), 400),
+    ("CONNECT no port", _req(b"CONNECT h.example HTTP/1.1", H), 400),
+    ("CONNECT empty port", _req(b"CONNECT h.example: HTTP/1.1", H), 400),
+    ("CONNECT no host", _req(b"CONNECT :443 HTTP/1.1", H), 400),
+    ("CONNECT userinfo", _req(b"CONNECT u@h.example:443 HTTP/1.1", H), 400),
+    ("CONNECT absolute-form", _req(b"CONNECT http://h.example:80/ HTTP/1.1", H), 400),
+    # -- absolute-form: an http(s) URI with a host and no userinfo (§3.2.2) -----------------
+    ("other scheme", _req(b"GET ftp://h.example/f HTTP/1.1", H), 400),
+    ("scheme without //", _req(b"GET http:/p HTTP/1.1", H), 400),
+    ("scheme only", _req(b"GET http: HTTP/1.1", H), 400),
+    ("empty host", _req(b"GET http:///p HTTP/1.1", H), 400),
+    ("port without host", _req(b"GET http://:80/p HTTP/1.1", H), 400),
+    ("userinfo", _req(b"GET http://user:pw@h.example/ HTTP/1.1", H), 400),
+    ("bad host byte", _req(b"GET http://h^x.example/ HTTP/1.1", H), 400),
+    ("unclosed IPv6", _req(b"GET http://[::1/ HTTP/1.1", H), 400),
+    ("two ports", _req(b"GET http://h:1:2/ HTTP/1.1", H), 400),
+    ("obs-text in host", _req(b"GET http://caf\xe9.example/ HTTP/1.1", H), 400),
+    # -- Host = uri-host [ ":" port ] (RFC 9112 §3.2: an invalid value is a 400) ------------
+    ("Host with space", _req(b"GET / HTTP/1.1", b"Host: a b"), 400),
+    ("Host with slash", _req(b"GET / HTTP/1.1", b"Host: a/b"), 400),
+    ("Host with userinfo", _req(b"GET / HTTP/1.1", b"Host: u@a"), 400),
+    ("Host with two ports", _req(b"GET / HTTP/1.1", b"Host: a:1:2"), 400),
+    ("Host port letters", _req(b"GET / HTTP/1.1", b"Host: a:http"), 400),
+    ("Host unclosed IPv6", _req(b"GET / HTTP/1.1", b"Host: [::1"), 400),
+    ("Host bad escape", _req(b"GET / HTTP/1.1", b"Host: a%zz"), 400),
+    ("Host quoted", _req(b"GET / HTTP/1.1", b'Host: "a"'), 400),
+    ("Host obs-text", _req(b"GET / HTTP/1.1", b"Host: caf\xe9"), 400),
+    ("Host invalid in 1.0", _req(b"GET / HTTP/1.0", b"Host: a b"), 400),
+    ("Host invalid with absolute-form", _req(b"GET http://h/ HTTP/1.1", b"Host: a/b"), 400),
+    # -- Transfer-Encoding: chunked once (RFC 9112 §6.1) ------------------------------------
+    ("TE chunked, chunked", _req(POST, H, b"Transfer-Encoding: chunked, chunked"), 400),
+    ("TE fields chunked twice", _req(POST, H, TE, TE), 400),
+    ("TE identity", _req(POST, H, b"Transfer-Encoding: identity", body=b"0\r\n\r\n"), 501),
+]
+
+
+@pytest.mark.parametrize("bad, status", [pytest.param(b, s, id=i) for i, b, s in TARGET_REJECTIONS])
+def test_bad_target_or_host_is_rejected_before_the_app(bad, status):
+    assert_rejected(bad, status)
+
+
+def test_version_is_checked_before_the_target():
+    # The HTTP/2 preface: 505 (not a 400 for its "*"), and the "SM" after it never parsed.
+    outcome = assert_rejected(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505)
+    assert outcome.events == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"5 ;a", b"5\t;a", b"5 ; a = b", b'5;a="b\\"c"', b'5;a="\t\xff"', b'5;a="\\\xff"', b"5;a;b=c"],
+)
+def test_chunk_extensions_with_bad_whitespace_around_separators_only(line):
+    # chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ), §7.1.1
+    data = _chunked_post(line + b"\r\nhello\r\n0\r\n\r\n")
+    outcome = parse_every_way(data)
+    assert outcome.status is None
+    assert outcome.events[1:] == [Data(b"hello"), end()]
+
+
+CHUNK_LINE_REJECTIONS = [
+    ("size then space", b"5 \r\nhello\r\n0\r\n\r\n"),
+    ("size then tab", b"5\t\r\nhello\r\n0\r\n\r\n"),
+    ("last chunk then space", b"0 \r\n\r\n"),
+    ("space after extension name", b"5;a \r\nhello\r\n0\r\n\r\n"),
+    ("space after extension value", b"5;a=b \r\nhello\r\n0\r\n\r\n"),
+    ("space after quoted value", b'5;a="b" \r\nhello\r\n0\r\n\r\n'),
+    ("unterminated quote", b'5;a="b\r\nhello\r\n0\r\n\r\n'),
+    ("junk after quote", b'5;a="b"c\r\nhello\r\n0\r\n\r\n'),
+    ("quote inside token", b'5;a=b"c"\r\nhello\r\n0\r\n\r\n'),
+    ("quoted name", b'5;"a"=b\r\nhello\r\n0\r\n\r\n'),
+    ("NUL in quoted value", b'5;a="\x00"\r\nhello\r\n0\r\n\r\n'),
+    ("DEL in quoted value", b'5;a="\x7f"\r\nhello\r\n0\r\n\r\n'),
+    ("escaped NUL", b'5;a="\\\x00"\r\nhello\r\n0\r\n\r\n'),
+    ("escaped CR", b'5;a="\\\r"\r\nhello\r\n0\r\n\r\n'),
+    ("empty value", b"5;a=\r\nhello\r\n0\r\n\r\n"),
+    ("NUL after size", b"5\x00\r\nhello\r\n0\r\n\r\n"),
+    ("plus sign", b"+5\r\nhello\r\n0\r\n\r\n"),
+    ("underscore", b"0_5\r\nhello\r\n0\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("body", [pytest.param(b, id=i) for i, b in CHUNK_LINE_REJECTIONS])
+def test_chunk_line_outside_the_grammar_is_rejected(body):
+    outcome = assert_rejected(_chunked_post(body), 400, heads=1)
+    assert outcome.events[1:] == []
+
+
+def _is_head_after(chunks: list) -> tuple:
+    """(request_is_head, error status or None) once `chunks` are fed and drained."""
+    parser = RequestParser()
+    status = None
+    for chunk_ in chunks:
+        parser.receive_data(chunk_)
+        try:
+            while parser.next_event() not in (NEED_DATA, PAUSED):
+                pass
+        except ProtocolError as exc:
+            status = exc.status
+    return parser.request_is_head, status
+
+
+@pytest.mark.parametrize(
+    "data, is_head, status",
+    [
+        (b"HEAD / HTTP/1.1\r\n\r\n", True, 400),  # no Host: refused, still a HEAD
+        (b"HEAD foo HTTP/1.1\r\nHost: a\r\n\r\n", True, 400),
+        (b"HEAD / HTTP/1.1\r\nHost: a\r\nX : y\r\n\r\n", True, 400),
+        (b"HEAD / HTTP/3.0\r\nHost: a\r\n\r\n", True, 505),
+        (b"HEAD /" + b"a" * 9000, True, 414),
+        (b"\r\nHEAD / HTTP/1.1\r\nHost: a\r\n", True, None),  # head not complete yet (408)
+        (b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", True, None),
+        (_req(b"HEAD / HTTP/1.1", H, TE, body=b"zz\r\n"), True, 400),  # bad body of a HEAD
+        (b"GET / HTTP/1.1\r\n\r\n", False, 400),
+        (b"HEADER / HTTP/1.1\r\n\r\n", False, 400),
+        (b"head / HTTP/1.1\r\n\r\n", False, 400),  # methods are case-sensitive
+        (b"HEAD\t/ HTTP/1.1\r\n\r\n", False, 400),  # not a request line with method HEAD
+        (b"HEA", False, None),
+        (GET + b"HEAD / HTTP/1.1\r\n", False, None),  # the GET is not answered yet
+    ],
+)
+def test_request_is_head_whatever_the_fault_and_the_split(data, is_head, status):
+    for how, chunks in feedings(data, every_offset=len(data) < 200):
+        assert _is_head_after(chunks) == (is_head, status), how
+
+
+def test_request_is_head_follows_the_request_being_answered():
+    parser = RequestParser()
+    parser.receive_data(request("HEAD / HTTP/1.1", ("Host", "a")) + SECOND)
+    assert parser.next_event().method == "HEAD"
+    assert parser.request_is_head
+    assert parser.next_event() == end()
+    assert parser.request_is_head  # still answering it
+    parser.start_next_request()
+    assert not parser.request_is_head  # the pipelined GET, not parsed yet
+    assert parser.next_event().target == b"/second"
+    assert not parser.request_is_head
+
+
+@pytest.mark.parametrize("status, reason", [(400, "Bad Request"), (505, "Version Not Supported")])
+def test_error_response_to_head_is_the_same_head_without_body(status, reason):
+    extra = b"Date: Thu, 01 Jan 2026 00:00:00 GMT\r\n"
+    full = error_response(status, reason, "why", extra)
+    bare = error_response(status, reason, "why", extra, head_only=True)
+    full_head, _, body = full.partition(b"\r\n\r\n")
+    assert bare == full_head + b"\r\n\r\n"
+    assert b"\r\nContent-Length: %d\r\n" % len(body) in bare
+    assert b"\r\nConnection: close\r\n" in bare
+
+
+# =============================================================================================
 # End of input
 # =============================================================================================
 
@@ -755,7 +954,16 @@ VCHAR_OBS = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100))
 FRAMING_NAMES = {b"host", b"content-length", b"transfer-encoding"}
 
 tokens = st.lists(st.sampled_from(TCHAR), min_size=1, max_size=10).map(bytes)
-methods = st.sampled_from([b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH"]) | tokens
+methods = st.sampled_from([b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH"]) | tokens.filter(
+    lambda m: m != b"CONNECT"  # refused whatever its target (501): not a round trip
+)
+# Host = uri-host [ ":" port ] (RFC 9110 §7.2): reg-name bytes, an IPv6 literal, or empty.
+REG_NAME = b"-._~!$&'()*+,;=" + bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B))
+hosts = st.tuples(
+    st.lists(st.sampled_from(REG_NAME), max_size=12).map(bytes)
+    | st.sampled_from([b"[::1]", b"[2001:db8::7]", b"[v1.x:y]", b"caf%C3%A9.example"]),
+    st.sampled_from([b"", b":", b":80", b":65535"]),
+).map(b"".join)
 targets = st.one_of(
     st.lists(st.sampled_from(VCHAR_OBS), max_size=24).map(lambda p: b"/" + bytes(p)),
     st.just(b"*"),
@@ -769,7 +977,10 @@ field_values = st.lists(st.sampled_from(VCHAR_OBS + b" \t"), max_size=16).map(
 )
 ows = st.sampled_from([b"", b" ", b"\t", b" \t "])
 fields = st.tuples(field_names, field_values, ows, ows)
-chunk_exts = st.sampled_from([b"", b";a", b";a=b", b' ; q="x;\\"y" ', b";x=1;y", b"\t;n\t=\tv"])
+# BWS around ";" and "=", never before the CRLF (RFC 9112 §7.1.1).
+chunk_exts = st.sampled_from(
+    [b"", b";a", b";a=b", b' ; q="x;\\"y"', b";x=1;y", b"\t;n\t=\tv", b' ;e="\t\xff\\\xfe"']
+)
 
 
 @st.composite
@@ -777,6 +988,8 @@ def requests(draw) -> tuple[bytes, tuple]:
     version = draw(st.sampled_from(["1.1", "1.0"]))
     method = draw(methods)
     target = draw(targets)
+    if target == b"*":
+        method = b"OPTIONS"  # RFC 9112 §3.2.4: the asterisk-form is only for OPTIONS
     body = draw(st.binary(max_size=40))
     framing = draw(st.sampled_from(["length", "chunked"] if version == "1.1" else ["length"]))
     if not body and draw(st.booleans()):
@@ -784,7 +997,7 @@ def requests(draw) -> tuple[bytes, tuple]:
 
     lines = draw(st.lists(fields, max_size=5))
     if version == "1.1" or draw(st.booleans()):
-        lines.insert(draw(st.integers(0, len(lines))), (b"Host", draw(field_values), b" ", b""))
+        lines.insert(draw(st.integers(0, len(lines))), (b"Host", draw(hosts), b" ", b""))
     if framing == "length":
         cl = (b"Content-Length", b"%d" % len(body), draw(ows), draw(ows))
         lines.insert(draw(st.integers(0, len(lines))), cl)
@@ -1190,3 +1403,18 @@ def test_bug_mutated_requests_get_the_same_answer_however_split(reqs, edits, cut
     whole = parse([data], limits, eof=eof)
     for chunks in ([data[i : i + 1] for i in range(len(data))], cut(data, cuts)):
         assert parse(chunks, limits, eof=eof).key() == whole.key(), data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/0.1\r\nHost: a\r\nX: y\r\r\n\r\n",  # found by fuzz/fuzz_http1.py
+        b"GET foo HTTP/1.1\r\nHost: a\r\r\n\r\n",
+        b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\r\n\r\n",
+    ],
+    ids=["505 and CR CR LF", "bad target and CR CR LF", "501 and CR CR LF"],
+)
+def test_bug_cr_just_before_the_end_of_the_head_is_400_however_split(data):
+    # Fed whole, the head is cut before its CRLF CRLF, so the stray CR is its last byte and
+    # no bare-CR search sees it: the version's 505 wins. Byte by byte the CR CR is a 400.
+    assert parse_every_way(data + SECOND).status == 400

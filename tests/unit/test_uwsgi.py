@@ -310,6 +310,9 @@ def framed(block, datasize=None):
 MALFORMED = {  # name: (bytes, what the error says)
     "modifier1 not 0": (pack([GET], modifier1=5), "modifier1 5"),
     "modifier1 255": (pack([GET], modifier1=255), "modifier1 255"),
+    # HTTP sent to the uwsgi port: "G" and "P" are read as modifier1, so it is never parsed.
+    "an HTTP request": (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "modifier1 71"),
+    "the HTTP/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "modifier1 80"),
     "datasize over buffer-size": (pack([GET, (b"HTTP_X", b"a" * 5000)]), "buffer-size"),
     "datasize past the block, eof": (pack([GET], datasize=100), "inside the vars block"),
     "dangling byte after the records": (framed(GOOD_BLOCK + b"\x05"), "inside a name size"),

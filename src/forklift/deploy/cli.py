@@ -1,6 +1,10 @@
 """`forklift deploy|releases|rollback|systemd-unit`: options in, a pipeline run, an exit code.
 
-Exit codes: 0 done, 1 the deploy or rollback failed (the reason is printed), 2 bad options.
+Exit codes: 0 done, 1 the deploy or rollback failed (the reason is printed), 2 bad options,
+3 switched but not serving yet (no master running; the command that starts one is printed).
+
+`forklift deploy share --app DIR NAME...` moves what the app wrote into its release to
+shared/; `forklift deploy agent` is what a deploy to several hosts runs on each host.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ from ..cli import OneLineParser, seconds
 from .pipeline import Pipeline
 from .push import init_push
 from .releases import AppDir
-from .report import Reporter, Settings
+from .report import Reporter, Settings, settings_line
 from .systemd import ini_unit_text, unit_text
 
-COMMANDS = ("deploy", "releases", "rollback", "systemd-unit")
+COMMANDS = ("deploy", "releases", "rollback", "systemd-unit", "share")
 
 
 _Parser = OneLineParser
@@ -33,13 +37,36 @@ def _count(text: str) -> int:
 
 
 def _add_app_options(p) -> None:
-    p.add_argument("--app", metavar="DIR", required=True, help="the app directory")
+    p.add_argument("--app", metavar="DIR", help="the app directory (required)")
     p.add_argument("--pidfile", metavar="FILE", help="the master's pidfile (remembered)")
     p.add_argument(
         "--health", metavar="PATH", help="new workers must answer GET PATH with a 2xx first"
     )
     p.add_argument("--health-host", metavar="HOST", help="Host header of the health check")
     p.add_argument("--json", action="store_true", help="one JSON object per step")
+
+
+def _add_host_options(p, batches: bool = True) -> None:
+    p.add_argument(
+        "--hosts",
+        metavar="HOST[,HOST...]",
+        help="act on these SSH destinations ([user@]host[:port]); the first is the canary",
+    )
+    p.add_argument("--inventory", metavar="FILE", help="the hosts and their settings (TOML)")
+    p.add_argument("--ssh-config", metavar="FILE", help="ssh -F FILE (keys, known_hosts, users)")
+    p.add_argument(
+        "--remote-forklift", metavar="PATH", help="forklift on the hosts (default: forklift)"
+    )
+    if batches:
+        p.add_argument(
+            "--batch", metavar="N", type=_count, help="hosts switched together after the canary"
+        )
+        p.add_argument(
+            "--host-timeout",
+            metavar="SECONDS",
+            type=_seconds,
+            help="a host silent this long is lost: the deploy is undone (10)",
+        )
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
@@ -87,6 +114,15 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument(
             "--init-push", action="store_true", help="create DIR/repo.git: git push deploys"
         )
+        p.add_argument(
+            "--save", action="store_true", help="remember the options given (else: this run only)"
+        )
+        p.add_argument(
+            "--allow-stray",
+            action="store_true",
+            help="deploy even if the app wrote files into the serving release (a warning)",
+        )
+        _add_host_options(p)
     elif command == "rollback":
         _add_app_options(p)
         p.add_argument("--to", metavar="ID", help="the release (default: previous healthy)")
@@ -98,9 +134,19 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             default=0.0,
             help="seconds to watch the release afterwards (0)",
         )
+        _add_host_options(p)
     elif command == "releases":
-        p.add_argument("--app", metavar="DIR", required=True, help="the app directory")
+        p.add_argument("--app", metavar="DIR", help="the app directory")
         p.add_argument("--json", action="store_true", help="a JSON list")
+        _add_host_options(p, batches=False)
+    elif command == "share":
+        p.add_argument("--app", metavar="DIR", required=True, help="the app directory")
+        p.add_argument(
+            "names",
+            metavar="NAME",
+            nargs="+",
+            help="a path in the release (trailing / for a directory), e.g. progress.db",
+        )
     else:
         p.add_argument("--app", metavar="DIR", help="the app directory (or --ini)")
         p.add_argument(
@@ -124,6 +170,8 @@ _DESCRIPTIONS = {
     "releases": "List the releases of an app directory.",
     "rollback": "Go back to the previous healthy release (or --to ID): no fetch, no install.",
     "systemd-unit": "Print a systemd unit for the master serving DIR/current.",
+    "share": "Make paths shared: moved out of the serving release (no write lost), linked into "
+    "every release.",
 }
 
 # option name -> settings key; what is given is remembered in DIR/deploy.json
@@ -149,9 +197,9 @@ _REMEMBERED = {
 }
 
 
-def _merge(app: AppDir, args) -> dict:
-    settings = Settings().as_dict()
-    settings.update(app.load_settings())
+def _given(args) -> dict:
+    """The remembered-kind options given on this command line, normalised."""
+    given = {}
     for option, key in _REMEMBERED.items():
         value = getattr(args, option, None)
         if value is None:
@@ -162,12 +210,46 @@ def _merge(app: AppDir, args) -> dict:
             value = os.path.abspath(value)
         if option == "release_command" and not value.strip():
             value = None
-        settings[key] = value
+        given[key] = value
     if getattr(args, "pip_args", None) is not None:
-        settings["pip_args"] = shlex.split(args.pip_args)
+        given["pip_args"] = shlex.split(args.pip_args)
+    return given
+
+
+def _merge(app: AppDir, args, save: bool = False) -> tuple:
+    """(settings in force, settings to save or None, the options that apply once).
+
+    The first deploy of an app directory remembers what it is given; after that, an option
+    that differs from the remembered one applies to this run only, unless `save` (--save).
+    Shared paths are always remembered: a release without one would leave data behind.
+    """
+    remembered = app.load_settings()
+    first = not app.settings_path.exists()
+    given = _given(args)
+    settings = Settings().as_dict()
+    settings.update(remembered)
+    settings.update(given)
+    shared = list(remembered.get("shared") or [])
+    for name in given.get("shared") or []:
+        if name not in shared:
+            shared.append(name)
+    settings["shared"] = shared
+    once = {
+        k: v
+        for k, v in given.items()
+        if k != "shared" and remembered.get(k, Settings().as_dict().get(k)) != v
+    }
+    if first or save:
+        to_save = dict(remembered, **given, shared=shared)
+    else:
+        to_save = (
+            dict(remembered, shared=shared) if shared != remembered.get("shared", []) else None
+        )
     if settings.get("ini"):
         _settings_from_ini(settings)
-    return settings
+        if to_save is not None and "ini" in to_save:
+            to_save["ini"] = settings["ini"]
+    return settings, to_save, ({} if first else once)
 
 
 def _settings_from_ini(settings: dict) -> None:
@@ -191,6 +273,12 @@ def _settings_from_ini(settings: dict) -> None:
 
 
 def main(argv: list) -> int:
+    if argv[:2] == ["deploy", "share"]:
+        argv = ["share", *argv[2:]]
+    elif argv[:2] == ["deploy", "agent"]:
+        from .agent import agent_main
+
+        return agent_main(argv[2:])
     if not argv or argv[0] not in COMMANDS:
         print(f"forklift deploy: expected one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
@@ -206,15 +294,37 @@ def main(argv: list) -> int:
             parser.error("give --app DIR or --ini FILE")
     else:
         args = parser.parse_args(argv[1:])
+    if getattr(args, "hosts", None) or getattr(args, "inventory", None):
+        from .fleet import fleet_main
+
+        return fleet_main(command, args, argv, parser)
+    if not args.app:
+        parser.error("the following arguments are required: --app")
     app = AppDir(args.app)
     if command == "releases":
         return releases_main(app, args.json)
     if command == "systemd-unit":
         return systemd_main(app, args, server_options)
+    if command == "share":
+        return share_main(app, args.names)
     if command == "rollback" and not app.releases_dir.is_dir():
         print(f"forklift rollback: error: {app.root}: no releases/ here", file=sys.stderr)
         return 2
-    settings = _merge(app, args)
+    pipeline = make_pipeline(command, app, args, parser)
+    if command == "deploy" and args.init_push:
+        return 0
+    if command == "deploy":
+        return pipeline.deploy(args.ref)
+    pipeline.settings.watch = args.rollback_watch  # a rollback watches only when asked
+    return pipeline.rollback(args.to)
+
+
+def make_pipeline(command: str, app: AppDir, args, parser, reporter=None, **extra):
+    """The settings in force (remembered + given), the settings line, and the pipeline."""
+    save = command == "deploy" and (args.save or args.init_push)
+    settings, to_save, once = _merge(app, args, save=save)
+    if command == "rollback":
+        to_save, once = None, {}  # a rollback's options are for that rollback
     if not settings.get("module") and not settings.get("wsgi_file"):
         parser.error(
             "no app: give --module MODULE:CALLABLE or --wsgi-file FILE once "
@@ -223,15 +333,47 @@ def main(argv: list) -> int:
     if command == "deploy" and args.init_push:
         settings["repo"] = str(app.push_repo)
         message = init_push(app, args.ref or "main")
-        app.save_settings(settings)
+        app.save_settings(dict(to_save or settings, repo=settings["repo"]))
         print(message)
-        return 0
-    reporter = Reporter(sys.stdout, args.json)
-    pipeline = Pipeline(app, Settings.from_dict(settings), reporter, remember=settings)
-    if command == "deploy":
-        return pipeline.deploy(args.ref)
-    pipeline.settings.watch = args.rollback_watch  # a rollback watches only when asked
-    return pipeline.rollback(args.to)
+        return None
+    first = not app.settings_path.exists()
+    note = settings_line(settings, once, saved=save)
+    if first and command == "deploy":
+        note += f" (remembered in {app.settings_path} from now on)"
+    reporter = reporter or Reporter(sys.stdout, args.json)
+    return Pipeline(
+        app,
+        Settings.from_dict(settings),
+        reporter,
+        remember=to_save,
+        settings_note=note if command == "deploy" else None,
+        allow_stray=getattr(args, "allow_stray", False),
+        **extra,
+    )
+
+
+def share_main(app: AppDir, names: list) -> int:
+    from .releases import DeployError
+    from .strays import share
+
+    settings = app.load_settings()
+    shared = list(settings.get("shared") or [])
+    code = 0
+    for name in names:
+        try:
+            print(f"{name}: {share(app, name)}")
+        except DeployError as exc:
+            print(f"forklift deploy share: {name}: {exc}", file=sys.stderr)
+            code = 1
+            continue
+        rel = name.strip().rstrip("/")
+        if rel not in shared:
+            shared.append(rel)
+    if shared != (settings.get("shared") or []):
+        settings["shared"] = shared
+        app.save_settings(settings)
+        print(f"shared paths remembered in {app.settings_path}: {', '.join(shared)}")
+    return code
 
 
 def releases_main(app: AppDir, as_json: bool) -> int:

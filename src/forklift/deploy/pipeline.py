@@ -1,7 +1,10 @@
 """The deploy and rollback pipelines: one step after another, each reported with its duration.
 
-deploy:   lock → fetch → venv → preflight → command → switch → watch → nginx → record
+deploy:   lock → strays → fetch → venv → preflight → command → switch → watch → nginx → record
 rollback: lock → preflight → switch → watch → record
+
+Exit codes: 0 the new release serves; 1 it does not (what served before still does); 3 it is
+switched but not serving yet (no master running: the first deploy says how to start one).
 
 The first failing step stops the pipeline with its reason. What was done is undone: the
 partial release is removed, `current` flips back, and a release that already served is
@@ -15,7 +18,6 @@ and its reload are waited for, then undone.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import time
 from contextlib import contextmanager
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from .. import control
 from . import steps
+from .firststart import start_instructions
 from .releases import (
     HEALTHY,
     AppDir,
@@ -36,10 +39,11 @@ from .releases import (
 )
 from .report import Reporter, Settings
 from .source import GitSource
-from .systemd import server_args
+from .strays import check_serving
+from .watch import Misbehaving, watch_release
 
 RELOAD_TIMEOUT = 120.0
-WATCH_POLL = 0.25
+EXIT_NOT_SERVING = 3  # switched, but no master serves it yet
 
 
 class Interrupted(BaseException):
@@ -68,11 +72,29 @@ class _Step:
 class Pipeline:
     """One deploy or rollback of one app directory."""
 
-    def __init__(self, app: AppDir, settings: Settings, reporter: Reporter, remember=None):
+    def __init__(
+        self,
+        app: AppDir,
+        settings: Settings,
+        reporter: Reporter,
+        remember=None,
+        *,
+        settings_note: str | None = None,
+        allow_stray: bool = False,
+        lock_info: dict | None = None,
+        release_stamp: str | None = None,
+    ):
         self.app = app
         self.settings = settings
         self.report = reporter
         self.remember = remember  # settings to save in deploy.json once the lock is ours
+        self.settings_note = settings_note  # the line saying which settings are in force
+        self.allow_stray = allow_stray
+        self.lock_info = dict(lock_info or {})  # several hosts: the deploy id, the coordinator
+        self.release_stamp = release_stamp  # several hosts: one release id on every host
+        self.not_serving: str | None = None  # switched with no master: why, and how to start
+        self.interrupt_reasons: dict = {}  # signal -> what it means (an agent: coordinator lost)
+        self.leave_lock: str | None = None  # set: the lock stays, saying why (cut off)
         self.lock = DeployLock(app.lock_path)
         self.steps: list = []
         self.previous: str | None = None  # `current` before this deploy
@@ -89,15 +111,21 @@ class Pipeline:
         self.baseline = (0, 0)  # (requests, 5xx) of the generation serving before the switch
 
     # -- entry points -----------------------------------------------------------------------
-    def deploy(self, ref: str | None) -> int:
+    def deploy(self, ref: str | None, body=None) -> int:
+        """The whole deploy; `body` replaces the steps after the lock (several hosts)."""
         self.report.text(f"forklift deploy: {self.app.root}")
-        record = {"action": "deploy", "ref": ref}
-        return self._run(record, lambda: self._deploy_steps(ref, record))
+        if self.settings_note:
+            self.report.text(self.settings_note)
+        record = self.record = {"action": "deploy", "ref": ref, **self._ids()}
+        return self._run(record, body or (lambda: self._deploy_steps(ref, record)))
 
-    def rollback(self, to: str | None) -> int:
+    def rollback(self, to: str | None, body=None) -> int:
         self.report.text(f"forklift rollback: {self.app.root}")
-        record = {"action": "rollback", "ref": None}
-        return self._run(record, lambda: self._rollback_steps(to, record))
+        record = self.record = {"action": "rollback", "ref": None, **self._ids()}
+        return self._run(record, body or (lambda: self._rollback_steps(to, record)))
+
+    def _ids(self) -> dict:
+        return {k: self.lock_info[k] for k in ("deploy_id", "coordinator") if k in self.lock_info}
 
     # -- the frame around the steps ---------------------------------------------------------
     def _run(self, record: dict, body) -> int:
@@ -124,7 +152,10 @@ class Pipeline:
             if self.lock.held:
                 self._record(record, result, reason, failed_step, time.monotonic() - started)
         finally:
-            self.lock.release()
+            if self.leave_lock and self.lock.held:
+                self.lock.update(abandoned=self.leave_lock)  # the next deploy reports it
+            else:
+                self.lock.release()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
         total = time.monotonic() - started
@@ -138,6 +169,12 @@ class Pipeline:
             "seconds": round(total, 2),
         }
         what = "deployed" if record["action"] == "deploy" else "rolled back to"
+        summary["serving"] = result == "ok" and self.not_serving is None
+        if result == "ok" and self.not_serving is not None:
+            line = f"switched to {self.release_id} in {total:.1f}s, not serving yet: "
+            line += self.not_serving
+            self.report.summary(summary, line)
+            return EXIT_NOT_SERVING
         if result == "ok":
             line = f"{what} {self.release_id} in {total:.1f}s"
         elif result == "rolled-back":
@@ -149,7 +186,7 @@ class Pipeline:
 
     def _install_signals(self) -> dict:
         def on_signal(signum, frame):
-            self.interrupted = signal.Signals(signum).name
+            self.interrupted = self.interrupt_reasons.get(signum, signal.Signals(signum).name)
             if not self.critical:
                 raise Interrupted(self.interrupted)
 
@@ -200,13 +237,22 @@ class Pipeline:
     def _deploy_steps(self, ref: str | None, record: dict) -> None:
         with self.step("lock") as s:
             s.detail = self._take_lock(action="deploy", ref=ref or "(default branch)")
+        self.prepare(ref, record)
+        self._switch_and_watch()
+        self.finish_nginx()
+
+    def prepare(self, ref: str | None, record: dict, command: bool = True) -> None:
+        """Everything before the switch, after the lock: strays → fetch → venv → preflight
+        → command (the release command only when `command`: several hosts run it once)."""
+        with self.step("strays") as s:
+            s.detail = self._check_strays(s)
         with self.step("fetch") as s:
             s.detail = self._fetch(ref, record)
         with self.step("venv") as s:
             s.detail = self._build_venv()
         with self.step("preflight") as s:
             s.detail = steps.preflight(self.release_path, self.settings)
-        if self.settings.release_command:
+        if self.settings.release_command and command:
             with self.step("command") as s:
                 s.detail = steps.run_release_command(
                     self.settings.release_command,
@@ -214,9 +260,22 @@ class Pipeline:
                     self.release_path,
                     lambda line: self.report.output("command", line),
                 )
+        elif self.settings.release_command:
+            self.skip("command", "run once, on the canary host")
         else:
             self.skip("command", "no release command")
-        self._switch_and_watch()
+
+    def run_command(self) -> None:
+        """The release command on its own (several hosts: on the canary, before its switch)."""
+        with self.step("command") as s:
+            s.detail = steps.run_release_command(
+                self.settings.release_command,
+                self.app,
+                self.release_path,
+                lambda line: self.report.output("command", line),
+            )
+
+    def finish_nginx(self) -> None:
         if self.settings.nginx:
             with self.step("nginx") as s:
                 s.detail = steps.install_nginx(self.settings, self.release_path)
@@ -224,6 +283,11 @@ class Pipeline:
             self.skip("nginx", "no --nginx")
 
     def _rollback_steps(self, to: str | None, record: dict) -> None:
+        self.prepare_rollback(to, record)
+        self._switch_and_watch()
+
+    def prepare_rollback(self, to: str | None, record: dict) -> None:
+        """lock → preflight of the release to go back to (`to`, or the previous healthy)."""
         with self.step("lock") as s:
             s.detail = self._take_lock(action="rollback", to=to)
             current = self.app.current_id()
@@ -245,12 +309,11 @@ class Pipeline:
             if venv.is_symlink() and not venv.exists():
                 raise DeployError(f"its venv {os.readlink(venv)} is gone")
             s.detail = steps.preflight(self.release_path, self.settings)
-        self._switch_and_watch()
 
     # -- lock -------------------------------------------------------------------------------
     def _take_lock(self, **info) -> str:
         self.app.ensure_layout()
-        message = self.lock.acquire(**info)
+        message = self.lock.acquire(**info, **self.lock_info)
         if self.remember is not None:
             self.app.save_settings(self.remember)
         self.previous = self.app.current_id()
@@ -278,6 +341,12 @@ class Pipeline:
         remove_tree(release.path)
         return f"removed its partial release {release_id}"
 
+    # -- strays -----------------------------------------------------------------------------
+    def _check_strays(self, state) -> str:
+        """What the app wrote into the serving release: stop (or warn with --allow-stray)."""
+        detail, state.lines = check_serving(self.app, self.previous, self.allow_stray)
+        return detail
+
     # -- fetch ------------------------------------------------------------------------------
     def _fetch(self, ref: str | None, record: dict) -> str:
         repo = self.settings.repo
@@ -290,7 +359,7 @@ class Pipeline:
         record["ref"] = ref
         sha = source.resolve(ref)
         self.commit = sha
-        self.release_id = self.app.new_release_id(sha)
+        self.release_id = self.app.new_release_id(sha, self.release_stamp)
         self.lock.update(release=self.release_id, ref=ref)
         self.release_path = self.app.release_path(self.release_id)
         count = source.export(sha, self.release_path)
@@ -320,8 +389,14 @@ class Pipeline:
 
     # -- switch and watch -------------------------------------------------------------------
     def _switch_and_watch(self) -> None:
+        self.switch()
+        self.watch()
+
+    def switch(self) -> None:
         with self.step("switch") as s:
             s.detail = self._switch()
+
+    def watch(self) -> None:
         if not self.served:
             self.skip("watch", "no running master")
         elif self.settings.watch <= 0:
@@ -352,14 +427,9 @@ class Pipeline:
             self.flipped = True
             if pid is None:
                 self.served = False
-                command = " ".join(
-                    shlex.quote(a)
-                    for a in ["forklift", *server_args(self.app, self.settings.as_dict())]
-                )
-                return (
-                    f"current -> {self.release_id}; not reloaded: {why}. "
-                    f"Start the server with: {command}"
-                )
+                self.not_serving = f"no running master ({why})"
+                how = start_instructions(self.app, self.settings.as_dict())
+                return f"current -> {self.release_id}; not reloaded: {why}. {how}"
             started = time.monotonic()
             try:
                 status = control.reload(
@@ -405,43 +475,17 @@ class Pipeline:
         return what
 
     def _watch(self) -> str:
-        pidfile = self.settings.pidfile
-        seconds = self.settings.watch
-        deadline = time.monotonic() + seconds
-        started = time.monotonic()
-        seen: dict = {}  # pid -> (requests, 5xx): dead workers keep counting
-        status = None
-        while time.monotonic() < deadline:
-            time.sleep(WATCH_POLL)
-            try:
-                status = control.fetch_status(pidfile)
-            except control.ControlError as exc:
-                self._roll_back(f"the master went away during the watch: {exc}")
-            if status["generation"] != self.new_generation:
-                return (
-                    f"stopped after {time.monotonic() - started:.1f}s: generation "
-                    f"{status['generation']} replaced ours (another reload)"
-                )
-            for w in status["workers"]:
-                if w["generation"] == self.new_generation:
-                    seen[w["pid"]] = (w.get("requests", 0), w.get("errors_5xx", 0))
-            requests = sum(r for r, _ in seen.values())
-            errors = sum(e for _, e in seen.values())
-            verdict = steps.judge(
+        try:
+            return watch_release(
+                self.settings.pidfile,
+                self.settings.watch,
+                self.new_generation,
                 self.baseline,
-                (requests, errors),
-                status.get("crashes", 0),
-                status.get("boot_failures", 0),
+                self.report,
             )
-            if verdict:
-                self._roll_back(verdict)
-        requests = sum(r for r, _ in seen.values())
-        errors = sum(e for _, e in seen.values())
-        crashes = status.get("crashes", 0) if status else 0
-        return (
-            f"{seconds:g}s: {crashes} crash(es), 5xx {errors}/{requests}"
-            f" (before: {self.baseline[1]}/{self.baseline[0]})"
-        )
+        except Misbehaving as exc:
+            self._roll_back(exc.reason)
+            raise  # not reached: _roll_back raises
 
     def _roll_back(self, reason: str) -> None:
         """The new release misbehaves after the switch: serve the previous one again."""

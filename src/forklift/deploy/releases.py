@@ -77,9 +77,11 @@ class AppDir:
             path.mkdir(parents=True, exist_ok=True)
 
     # -- releases ---------------------------------------------------------------------------
-    def new_release_id(self, commit: str) -> str:
-        """`<UTC timestamp>-<sha7>`: names sort by time; a suffix only if two share a second."""
-        base = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + commit[:7]
+    def new_release_id(self, commit: str, stamp: str | None = None) -> str:
+        """`<UTC timestamp>-<sha7>`: names sort by time; a suffix only if two share a second.
+
+        `stamp` is the timestamp part given by a deploy to several hosts (one id on all)."""
+        base = (stamp or release_stamp()) + "-" + commit[:7]
         candidate, n = base, 1
         while (self.releases_dir / candidate).exists():
             n += 1
@@ -300,6 +302,10 @@ def describe_holder(holder: dict) -> str:
         parts.append(f"ref {holder['ref']}")
     if holder.get("started"):
         parts.append(f"since {holder['started']}")
+    if holder.get("deploy_id"):
+        parts.append(f"deploy {holder['deploy_id']} from {holder.get('coordinator', '?')}")
+    if holder.get("abandoned"):
+        parts.append(f"cut off: {holder['abandoned']}")
     return ", ".join(parts)
 
 
@@ -441,6 +447,10 @@ def current_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
+
+
+def release_stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
 def utc_now() -> str:

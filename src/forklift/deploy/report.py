@@ -46,13 +46,14 @@ class Settings:
 class Reporter:
     """Step lines on a stream: `  name   1.23s  ok     detail`, or JSON objects."""
 
-    def __init__(self, stream=None, as_json: bool = False):
+    def __init__(self, stream=None, as_json: bool = False, prefix: str = ""):
         self.stream = stream or sys.stdout
         self.as_json = as_json
+        self.prefix = prefix  # several hosts: each line starts with its host
 
     def _write(self, text: str) -> None:
         try:
-            self.stream.write(text + "\n")
+            self.stream.write(self.prefix + text + "\n")
             self.stream.flush()
         except (OSError, ValueError):
             pass  # the pusher hung up: the deploy goes on, and deploys.jsonl has it all
@@ -79,8 +80,17 @@ class Reporter:
         else:
             self._write(f"  {'':<10}         | {line}")
 
+    def progress(self, name: str, fields: dict, line: str) -> None:
+        """A step still running says how far it is (the watch, every few seconds)."""
+        if self.as_json:
+            self._write(json.dumps({"step": name, "progress": fields, "detail": line}))
+        else:
+            self._write(f"  {name:<10}     ..  ..     {line}")
+
     def text(self, line: str) -> None:
-        if not self.as_json:
+        if self.as_json:
+            self._write(json.dumps({"text": line}))
+        else:
             self._write(line)
 
     def summary(self, obj: dict, line: str) -> None:
@@ -88,3 +98,35 @@ class Reporter:
             self._write(json.dumps(obj))
         else:
             self._write(line)
+
+
+# what the settings line shows, in this order, with the default it has when not remembered
+_SHOWN = (
+    "repo", "module", "wsgi_file", "callable", "ini", "pidfile", "health", "health_host",
+    "release_command", "shared", "pip_args", "watch", "keep", "nginx", "nginx_upstream",
+)  # fmt: skip
+
+
+def settings_line(in_force: dict, once: dict, saved: bool) -> str:
+    """One line: the settings this deploy uses, and which apply to this run only."""
+
+    def show(value) -> str:
+        if isinstance(value, list):
+            return ",".join(str(v) for v in value) or "-"
+        if isinstance(value, float):
+            return f"{value:g}s"
+        return str(value)
+
+    parts = [
+        f"{key}={show(in_force[key])}"
+        for key in _SHOWN
+        if in_force.get(key) not in (None, [], "") and key not in once
+    ]
+    line = "settings: " + (" ".join(parts) or "(none)")
+    if once:
+        given = " ".join(f"{key}={show(value)}" for key, value in once.items())
+        if saved:
+            line += f"; saved now: {given}"
+        else:
+            line += f"; this run only: {given} (--save keeps them)"
+    return line

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import venvs
 from .releases import RELEASE_META, AppDir, DeployError, make_read_only, remove_tree
+from .strays import write_manifest
 
 PREFLIGHT_TIMEOUT = 120.0
 COMMAND_TIMEOUT = 1800.0
@@ -58,15 +59,30 @@ def compile_release(release: Path) -> None:
 
 
 def link_shared(app: AppDir, release: Path, names: list) -> list:
-    """Link each entry of shared/ into the release at the same name (shared/NAME made first)."""
+    """Link the shared paths into the release, each at its own name (shared wins).
+
+    Every declared name (`--shared`, `deploy share`) is linked, shared/NAME made a directory
+    first when nothing is there; every other top-level entry of shared/ is linked too.
+    """
+    declared = []
     for name in names:
-        (app.shared_dir / name).mkdir(parents=True, exist_ok=True)
-    linked = []
+        rel = os.path.normpath(name.rstrip("/"))
+        path = app.shared_dir / rel
+        if not (path.exists() or path.is_symlink()):
+            path.mkdir(parents=True, exist_ok=True)
+        declared.append(rel)
+    parents = {Path(rel).parts[0] for rel in declared if len(Path(rel).parts) > 1}
     for name in sorted(os.listdir(app.shared_dir)):
-        target = release / name
+        if name not in declared and name not in parents:
+            declared.append(name)
+    linked = []
+    for rel in declared:
+        target = release / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
         _remove(target)  # shared wins over what the commit holds at that path
-        target.symlink_to(os.path.join("..", "..", "shared", name))
-        linked.append(name)
+        depth = len(Path(rel).parts) - 1
+        target.symlink_to(os.path.join(*([".."] * (depth + 2)), "shared", rel))
+        linked.append(rel)
     return linked
 
 
@@ -98,6 +114,7 @@ def attach_venv(app: AppDir, release: Path, release_id: str, pip_args: list) -> 
 def seal(release: Path, meta: dict) -> None:
     """The last touch of a release: its description, then no write bit anywhere."""
     (release / RELEASE_META).write_text(json.dumps(meta, indent=2) + "\n")
+    write_manifest(release)  # what was built: anything else found later, the app wrote
     make_read_only(release)
 
 
