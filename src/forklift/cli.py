@@ -11,7 +11,6 @@ Exit codes: 0 after a clean stop, 1 when the app cannot be imported or the serve
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -19,6 +18,7 @@ import textwrap
 from typing import NamedTuple
 
 from . import __version__
+from .argtypes import OneLineParser, seconds  # noqa: F401 - kept importable from here
 from .config import Config
 from .errors import AppImportError, ConfigError
 from .option_values import as_bool
@@ -356,26 +356,3 @@ def main(argv: list | None = None) -> int:
         return _fail(str(exc))
     except AppImportError as exc:
         return _fail(str(exc), 1)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse for the subcommands: a bad option is one line and exit code 2, and an
-    option is spelt whole (no abbreviations: `--reload` must never become `--reload-on-rss`)."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def seconds(text: str) -> float:
-    """argparse type: a non-negative number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
-    return value

@@ -200,7 +200,7 @@ def control_main(argv: list) -> int:
     """`forklift reload|stop|status --pidfile F | --ini F`: act on a running master."""
     import sys
 
-    from .cli import OneLineParser, seconds
+    from .argtypes import OneLineParser, seconds
 
     command = argv[0]
     p = OneLineParser(prog=f"forklift {command}", description=control_main.__doc__)

@@ -24,9 +24,10 @@ _IMPORT_CHECK_TIMEOUT = 60.0
 _ERROR_MARKS = ("error:", "[ERROR]", "[CRITICAL]", "Traceback", "Error:")
 
 
-def check_app_in_child(config) -> None:
-    """Import the app the way a worker will (chdir, env, virtualenv, uid/gid), in a child
-    process, so that nothing of the app stays in the master. AppImportError when it fails."""
+def check_app_in_child(config, become_user) -> None:
+    """Import the app the way a worker will (chdir, env, virtualenv, as the user that
+    `become_user()` switches to), in a child process, so that nothing of the app stays in
+    the master. AppImportError when it fails."""
     from .appload import load_app
 
     read_end, write_end = os.pipe()
@@ -35,9 +36,7 @@ def check_app_in_child(config) -> None:
         os.close(read_end)
         code = 0
         try:
-            from .server import drop_privileges
-
-            drop_privileges(config.uid, config.gid, quiet=True)
+            become_user()
             load_app(config)
         except BaseException as exc:  # the child's whole job is to report it
             message = str(exc) if str(exc) else type(exc).__name__
@@ -88,8 +87,10 @@ class Readiness:
         self.fd = -1
 
 
-def detach(config, listeners) -> Readiness:
-    """Double fork. Returns in the daemon only; the foreground process exits in here."""
+def detach(config, addresses: list) -> Readiness:
+    """Double fork. Returns in the daemon only; the foreground process exits in here.
+
+    `addresses` (the bound listeners, as text) are named in the foreground's last line."""
     logfile = config.daemonize
     log_fd = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     logs = {path for path in (logfile, config.error_log) if path}
@@ -102,7 +103,7 @@ def detach(config, listeners) -> Readiness:
         os.close(write_end)
         os.close(log_fd)
         os.waitpid(pid, 0)  # the intermediate process exits at once
-        code = _wait_for_daemon(read_end, offsets, config, listeners)
+        code = _wait_for_daemon(read_end, offsets, config, addresses)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)  # not `return`: the listeners and the pidfile belong to the daemon
@@ -122,9 +123,7 @@ def detach(config, listeners) -> Readiness:
     return Readiness(write_end)
 
 
-def _wait_for_daemon(fd: int, offsets: dict, config, listeners) -> int:
-    from .server import describe
-
+def _wait_for_daemon(fd: int, offsets: dict, config, addresses: list) -> int:
     daemon_pid = None
     buffer = b""
     deadline = time.monotonic() + BOOT_WINDOW
@@ -147,9 +146,9 @@ def _wait_for_daemon(fd: int, offsets: dict, config, listeners) -> int:
             if line.startswith(b"pid "):
                 daemon_pid = int(line[4:])
             elif line == b"ready":
-                addresses = ", ".join(describe(listener) for listener in listeners)
+                where = ", ".join(addresses)
                 print(
-                    f"forklift: serving {addresses} in the background, pid {daemon_pid}; "
+                    f"forklift: serving {where} in the background, pid {daemon_pid}; "
                     f"log: {config.daemonize}",
                     file=sys.stderr,
                 )

@@ -7,7 +7,8 @@ message ends it answers `PAUSED` until the server has answered and calls
 the connection can never let a second one through. Every violation raises `ProtocolError`
 carrying the status to answer; the parser is then dead and the connection must close.
 
-`frame_response` decides how a response body is delimited and serialises its head.
+`frame_response` serialises a response head around `framing.body_framing`; `HTTP` is this
+module behind the one face the worker knows (`framing.ProtocolAdapter`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,23 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from .abnf import TOKEN
+from .abnf import token as _token
 from .errors import ProtocolError
 from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
+from .framing import (
+    BODY_CHUNKED,
+    BODY_UNTIL_CLOSE,
+    Response,
+    ResponseFrame,
+    app_fields,
+    body_framing,
+    date_cache,
+    error_response,
+    reason,
+)
 
-# --- Grammar (RFC 9110 §5.6.2, RFC 9112 §3 and §5), compiled once ----------------------------
-TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+# --- Grammar (RFC 9112 §3 and §5; the token rule is abnf's), compiled once ------------------
 # request-line = method SP request-target SP HTTP-version. The target is any run of visible
 # bytes: obs-text (0x80-0xFF) is let through as nginx does, it reaches PATH_INFO as latin-1.
 _request_line = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/([0-9])\.([0-9])")
@@ -30,7 +43,6 @@ _request_line = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/([0
 _field_line = re.compile(
     rb"(" + TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*)?)"
 )
-_token = re.compile(TOKEN)
 # --- request-target (RFC 9112 §3.2) and Host (RFC 9110 §7.2), RFC 3986 §3.2.2 and §3.2.3 ---
 # reg-name = *( unreserved / pct-encoded / sub-delims ); an IP-literal is an IPv6 address or
 # an IPvFuture in brackets; port = *DIGIT. Host = uri-host [ ":" port ].
@@ -85,6 +97,10 @@ class RequestHead(NamedTuple):
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
+
+    # The rest of the request face every protocol shows (framing.ProtocolAdapter).
+    vars = None  # an HTTP request carries fields, not CGI variables
+    dropped = ()  # the parser passes every field on (the gateway decides what the app sees)
 
 
 class Limits(NamedTuple):
@@ -153,6 +169,11 @@ class RequestParser:
     def at_message_boundary(self) -> bool:
         """True when no part of a request has been consumed or buffered."""
         return self._state == _HEAD and not self._buf
+
+    @property
+    def error(self) -> ProtocolError | None:
+        """The error that ended this connection's parsing, or None."""
+        return self._error
 
     @property
     def message_complete(self) -> bool:
@@ -573,20 +594,7 @@ def _take(buf: bytearray, limit: int) -> bytes:
 
 
 # --- Responses ------------------------------------------------------------------------------
-#: How a response body is delimited on the wire.
-BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_UNTIL_CLOSE = "none", "length", "chunked", "close"
-
-# Header names the server owns: an app's values for these are replaced or checked, not copied.
-_HOP_BY_HOP = frozenset(("connection", "transfer-encoding", "keep-alive"))
-
-
-class ResponseFrame(NamedTuple):
-    """The decided framing of one response: its serialised head, body mode and fate."""
-
-    head: bytes
-    body_mode: str
-    content_length: int | None
-    keep_alive: bool
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def status_code(status: str) -> int:
@@ -608,79 +616,73 @@ def frame_response(
     `headers` are (str, str) pairs the caller validated. `known_length` is the body length
     when the server knows it without a Content-Length header (a one-element body).
     `keep_alive` False forces `Connection: close`. `extra` is pre-serialised header lines
-    (Date, Server) the caller adds. Rules: RFC 9112 §6.1-6.3 and §9.
+    (Date, Server) the caller adds. The body rules are `framing.body_framing`'s; this adds
+    what HTTP/1.x says about the connection (RFC 9112 §9).
     """
-    code = int(status[:3])
-    is_head = request is not None and request.method == "HEAD"
     http10 = request is None or request.http_version == "1.0"
     keep_alive = keep_alive and request is not None and request.keep_alive
-
-    lines = []
-    content_length = None
-    for name, value in headers:
-        lname = name.lower()
-        if lname == "content-length":
-            content_length = int(value) if (value.isascii() and value.isdigit()) else None
-            if content_length is None:
-                raise ValueError(f"Content-Length from the app is not a number: {value!r}")
-            continue  # written once, below, where the framing decides it
-        if lname in _HOP_BY_HOP:
-            continue  # the server decides how the connection and body are framed
-        lines.append(f"{name}: {value}\r\n")
-
-    if code < 200 or code == 204 or code == 304:
-        body_mode = BODY_NONE
-        if code < 200 or code == 204:
-            content_length = None  # RFC 9110 §8.6: not sent in 1xx or 204
-    elif is_head:
-        body_mode = BODY_NONE
-        if content_length is None and known_length is not None:
-            content_length = known_length
-    elif content_length is not None:
-        body_mode = BODY_LENGTH
-    elif known_length is not None:
-        body_mode = BODY_LENGTH
-        content_length = known_length
-    elif not http10 and keep_alive:
-        body_mode = BODY_CHUNKED
-    else:
-        body_mode = BODY_UNTIL_CLOSE
+    fields, content_length = app_fields(headers)
+    body_mode, content_length = body_framing(
+        int(status[:3]),
+        request is not None and request.method == "HEAD",
+        content_length,
+        known_length,
+        not http10 and keep_alive,
+    )
+    if body_mode == BODY_UNTIL_CLOSE:
         keep_alive = False
-
-    if content_length is not None and (code >= 200 and code != 204):
-        lines.append(f"Content-Length: {content_length}\r\n")
+    if content_length is not None:
+        fields += f"Content-Length: {content_length}\r\n"
     if body_mode == BODY_CHUNKED:
-        lines.append("Transfer-Encoding: chunked\r\n")
+        fields += "Transfer-Encoding: chunked\r\n"
     if not keep_alive:
-        lines.append("Connection: close\r\n")
+        fields += "Connection: close\r\n"
     elif http10:
-        lines.append("Connection: keep-alive\r\n")
-
+        fields += "Connection: keep-alive\r\n"
     # RFC 9110 §6.2: answer with the highest version we conform to, even to HTTP/1.0.
-    head = b"HTTP/1.1 " + (status + "\r\n" + "".join(lines)).encode("latin-1") + extra + _CRLF
+    head = b"HTTP/1.1 " + (status + "\r\n" + fields).encode("latin-1") + extra + _CRLF
     return ResponseFrame(head, body_mode, content_length, keep_alive)
 
 
-def error_response(
-    status: int, reason: str, message: str = "", extra: bytes = b"", *, head_only: bool = False
-) -> bytes:
-    """A complete, self-contained error response that closes the connection.
+class HttpResponse(Response):
+    """An HTTP/1.x answer: a Date header, chunked when the length is unknown and the
+    client keeps the connection, `Connection` as the request and the server decide."""
 
-    `head_only` for an answer to HEAD: Content-Length still announces the body a GET would
-    get, but no body follows (RFC 9110 §9.3.2 and §8.6).
-    """
-    body = (message or reason).encode("latin-1", "replace") + b"\n"
-    return (
-        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-        b"Connection: close\r\n%s\r\n%s"
-        % (status, reason.encode("latin-1"), len(body), extra, b"" if head_only else body)
-    )
+    __slots__ = ()
 
-
-def chunk(data: bytes) -> bytes:
-    """One chunk of a chunked body."""
-    return b"%x\r\n%s\r\n" % (len(data), data)
+    def frame(self, status: str, headers: list, known_length: int | None) -> ResponseFrame:
+        return frame_response(
+            self.request,
+            status,
+            headers,
+            known_length=known_length,
+            keep_alive=self.keep_alive,
+            extra=date_cache.get(),
+        )
 
 
-LAST_CHUNK = b"0\r\n\r\n"
-CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+class HTTP:
+    """HTTP/1.x behind the worker's one protocol face (`framing.ProtocolAdapter`)."""
+
+    name = "http"
+    rejection = "bad request"
+    loud_rejections = False  # a client's mistake (or a scanner): not worth a warning
+    continue_response = CONTINUE_RESPONSE
+    dropped_warning = "ignored header fields: %s"  # never logged: the parser drops none
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS):
+        self.limits = limits
+
+    def new_parser(self) -> RequestParser:
+        return RequestParser(self.limits)
+
+    def response(self, request, parser, sink, keep_alive: bool) -> HttpResponse:
+        return HttpResponse(request, parser, sink, keep_alive)
+
+    def error_answer(self, status: int, message: str = "", *, head_only: bool = False) -> bytes:
+        return error_response(
+            status, reason(status), message, date_cache.get(), head_only=head_only
+        )
+
+    def timeout_answer(self, *, head_only: bool = False) -> bytes:
+        return error_response(408, reason(408), extra=date_cache.get(), head_only=head_only)

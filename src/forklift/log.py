@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 
 error_log = logging.getLogger("forklift")
 
@@ -119,3 +120,39 @@ class AccessLog:
                 os.write(self._fd, data)
             except OSError:
                 pass  # a full disk or closed stdout must never break serving
+
+
+def log_notable(config, environ: dict, status: str, duration: float) -> None:
+    """uWSGI's log-4xx, log-5xx and log-slow: such requests reach the error log even when
+    the access log is off."""
+    kind = status[:1]
+    slow = config.log_slow and duration * 1000 >= config.log_slow
+    if (kind == "4" and config.log_4xx) or (kind == "5" and config.log_5xx) or slow:
+        error_log.warning(
+            "%s %s -> %s in %.0f ms from %s",
+            environ.get("REQUEST_METHOD"),
+            environ.get("REQUEST_URI") or environ.get("PATH_INFO"),
+            status or "(no answer)",
+            duration * 1000,
+            environ.get("REMOTE_ADDR") or "-",
+        )
+
+
+def log_app_error(environ: dict, exc: BaseException, *, head_sent: bool, contract: bool) -> None:
+    """An app's failure on one request. A broken PEP 3333 contract (`contract`) is said in
+    one line; an exception gets the traceback being handled. `head_sent`: the client only
+    learns of it by the close."""
+    method, uri = environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI")
+    if head_sent:
+        error_log.error(
+            "error after the response head was sent for %s %s; closing the connection\n%s",
+            method,
+            uri,
+            traceback.format_exc().rstrip(),
+        )
+    elif contract:
+        error_log.error("%s %s: %s", method, uri, exc)
+    else:
+        error_log.error(
+            "exception in the app for %s %s\n%s", method, uri, traceback.format_exc().rstrip()
+        )

@@ -11,30 +11,24 @@ less than PIPE_BUF bytes are atomic, so lines from several workers never interle
 from __future__ import annotations
 
 import errno
-import json
 import os
-import random
 import select
 import signal
 import socket
 import sys
 import time
-import traceback
 
-from . import sockets
-from .appload import load_app
+from .control_server import ControlServer
+from .daemons import AttachDaemons, describe_exit
 from .errors import AppImportError, ConfigError
-from .log import AccessLog, error_log, setup_error_log
+from .log import error_log, setup_error_log
 from .scoreboard import Scoreboard
-from .worker import Worker
-from .wsgi import check_app
+from .worker import EXIT_BOOT_FAILED, boot
 
-EXIT_BOOT_FAILED = 3  # a worker that could not import the app exits with this
 _BOOT_TIMEOUT = 60.0  # a worker that neither reports ready nor fails in this time is killed
 _FAST_STOP_GRACE = 1.0  # INT/QUIT: seconds before SIGKILL
 _HARAKIRI_BACKSTOP = 5.0  # worker's own watchdog silent this long past harakiri: SIGKILL
 _MAX_BACKOFF = 30.0
-_CONTROL_SILENCE = 0.05  # a control client that sent nothing by then is reading status
 
 _SIGNALS = (
     signal.SIGCHLD,
@@ -106,13 +100,10 @@ class Master:
         self._signal_r, self._signal_w = os.pipe()
         self._notify_r, self._notify_w = os.pipe()
         self._notify_buf = b""
-        self._control = []  # stats / control sockets
-        self._clients = {}  # control connections being read: sock -> [bytes, deadline]
+        self.control = ControlServer(self._control_command)
         self._gen_configs = {}  # generation -> its Config with paths resolved at its start
-        self._control_opened = False
         self._next_log_check = 0.0
-        self.daemons = {}  # pid -> [command, Popen]: attach-daemon side processes
-        self.daemon_restart_at = {}  # command -> when to start it again after it died
+        self.daemons = AttachDaemons(config.attach_daemons)
         self.touch_mtimes = {path: _mtime(path) for path in config.touch_reload}
 
     # -- setup ------------------------------------------------------------------------------
@@ -126,33 +117,13 @@ class Master:
 
     def open_control(self) -> None:
         """Bind the control socket (PIDFILE.sock) and --stats; before dropping privileges."""
-        self._control_opened = True
-        paths = []
-        if self.config.pidfile:
-            paths.append(self.config.pidfile + ".sock")
-        for path in paths:
-            try:
-                if os.path.exists(path):
-                    os.unlink(path)
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.bind(path)
-                os.chmod(path, 0o600)
-                sock.listen(16)
-                sock.setblocking(False)
-                self._control.append((sock, path))
-            except OSError as exc:
-                error_log.warning("cannot open the control socket %s: %s", path, exc)
-        if self.config.stats:
-            from .config import PROTOCOL_HTTP, parse_address
-
-            listener = sockets.bind(parse_address(self.config.stats, PROTOCOL_HTTP, "--stats"), 16)
-            self._control.append((listener.sock, listener.address.path))
+        self.control.open(self.config.pidfile, self.config.stats)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> int:
         set_proctitle("forklift: master")
         self._install_signals()
-        if not self._control_opened:
+        if not self.control.opened:
             self.open_control()
         error_log.info(
             "master %d: %d worker(s) x %d thread(s)",
@@ -160,20 +131,19 @@ class Master:
             self.target,
             self.config.threads,
         )
-        for command in self.config.attach_daemons:
-            self._start_daemon(command)
+        self.daemons.start_all()
         try:
             while True:
                 self._maintain()
                 self._check_touch_reload()
-                self._check_daemons()
+                if not self.stopping:
+                    self.daemons.restart_due()
                 self._check_log_size()
                 if self.stopping and not self.workers:
-                    self._stop_daemons()
+                    self.daemons.stop(self._reap)
                     return self.exit_code
-                rlist = [self._signal_r, self._notify_r] + [s for s, _ in self._control]
-                rlist += list(self._clients)
-                timeout = 0.05 if self._clients else 0.25
+                rlist = [self._signal_r, self._notify_r] + self.control.readers()
+                timeout = 0.05 if self.control.clients else 0.25
                 try:
                     ready, _, _ = select.select(rlist, [], [], timeout)
                 except InterruptedError:
@@ -183,21 +153,13 @@ class Master:
                         self._on_signals()
                     elif fd == self._notify_r:
                         self._on_notify()
-                    elif fd in self._clients:
-                        self._read_client(fd)
                     else:
-                        self._accept_control(fd)
-                self._answer_silent_clients()
+                        self.control.on_readable(fd)
+                self.control.answer_silent()
                 self._reap()
         finally:
             signal.set_wakeup_fd(-1)
-            for sock, path in self._control:
-                sock.close()
-                if path:
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
+            self.control.close()
 
     def _on_signals(self) -> None:
         try:
@@ -271,7 +233,7 @@ class Master:
             self._on_notify()
             worker = self.workers.pop(pid, None)
             if worker is None:
-                self._daemon_exited(pid, status)
+                self.daemons.exited(pid, status, bool(self.stopping))
                 continue
             self.scoreboard.release(worker.slot)
             self._on_worker_exit(worker, status)
@@ -427,16 +389,13 @@ class Master:
         self.workers[pid] = WorkerProcess(pid, generation, slot, number)
 
     def _worker_main(self, generation: int, slot: int, number: int, config, master_pid) -> int:
-        """Runs in the child after fork(): import the app, report, serve."""
+        """Runs in the child after fork(): drop what is the master's, then boot a worker."""
         signal.set_wakeup_fd(-1)
         for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         for fd in (self._signal_r, self._signal_w, self._notify_r):
             os.close(fd)
-        for sock, _ in self._control:
-            sock.close()
-        for client in self._clients:
-            client.close()
+        self.control.close(unlink=False)
         set_proctitle(f"forklift: worker {number}")
         notify_fd = self._notify_w
 
@@ -447,48 +406,18 @@ class Master:
             except OSError:
                 pass
 
-        try:
-            app = self.preloaded_app or load_app(config)
-        except AppImportError as exc:
-            if self.ever_ready:  # on a first start the master reports it, once
-                error_log.error("worker %d: %s", os.getpid(), exc)
-            notify(f"bootfail {os.getpid()} {exc}")
-            return EXIT_BOOT_FAILED
-        except BaseException as exc:
-            error_log.error("worker %d failed to boot:\n%s", os.getpid(), traceback.format_exc())
-            notify(f"bootfail {os.getpid()} {type(exc).__name__}: {exc}")
-            return EXIT_BOOT_FAILED
-        health = self.health.get(generation)
-        if health is not None:
-            problem = check_app(app, health[0], health[1])
-            if problem is not None:
-                error_log.error("worker %d: %s", os.getpid(), problem)
-                notify(f"bootfail {os.getpid()} {problem}")
-                return EXIT_BOOT_FAILED
-        access_log = AccessLog(config.access_log) if config.access_log else None
-        worker = Worker(
+        return boot(
             config,
-            app,
             self.listeners,
-            access_log=access_log,
+            notify,
+            preloaded_app=self.preloaded_app,
+            health=self.health.get(generation),
             slot=self.scoreboard.view(slot),
-            notify=notify,
             master_pid=master_pid,
+            log_boot_errors=self.ever_ready,  # on a first start the master reports it, once
         )
-        if config.max_requests:
-            worker.max_requests = config.max_requests + random.randint(
-                0, max(0, config.max_requests_jitter)
-            )
-        worker.install_signal_handlers()
-        notify(f"ready {os.getpid()}")
-        try:
-            worker.run()
-        except BaseException:
-            error_log.critical("worker %d crashed:\n%s", os.getpid(), traceback.format_exc())
-            return 1
-        return 0
 
-    # -- log-maxsize, touch-reload and attach-daemon ----------------------------------------
+    # -- log-maxsize and touch-reload --------------------------------------------------------
     def _check_log_size(self) -> None:
         """uWSGI's log-maxsize: a log file past the size is renamed `FILE.<unix time>` and
         every process reopens it (as after logrotate), at most once a second."""
@@ -519,58 +448,6 @@ class Master:
                     error_log.info("%s was touched: reloading", path)
                     self.reload()
                 return
-
-    def _start_daemon(self, command: str) -> None:
-        import subprocess
-
-        try:
-            proc = subprocess.Popen(command, shell=True, start_new_session=True)
-        except OSError as exc:
-            error_log.error("attach-daemon %r could not start: %s", command, exc)
-            self.daemon_restart_at[command] = time.monotonic() + 5.0
-            return
-        self.daemons[proc.pid] = [command, proc]
-        error_log.info("attach-daemon started (pid %d): %s", proc.pid, command)
-
-    def _daemon_exited(self, pid: int, status: int) -> None:
-        entry = self.daemons.pop(pid, None)
-        if entry is None:
-            return
-        command, proc = entry
-        proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it, not Popen
-        if not self.stopping:
-            error_log.warning(
-                "attach-daemon %r exited (%s); restarting in 1 s",
-                command,
-                _describe_exit(proc.returncode),
-            )
-            self.daemon_restart_at[command] = time.monotonic() + 1.0
-
-    def _check_daemons(self) -> None:
-        if self.stopping or not self.daemon_restart_at:
-            return
-        now = time.monotonic()
-        for command, when in list(self.daemon_restart_at.items()):
-            if now >= when:
-                del self.daemon_restart_at[command]
-                self._start_daemon(command)
-
-    def _stop_daemons(self) -> None:
-        for pid in list(self.daemons):
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except OSError:
-                pass
-        deadline = time.monotonic() + 5.0
-        while self.daemons and time.monotonic() < deadline:
-            self._reap()
-            time.sleep(0.05)
-        for pid in list(self.daemons):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
-            self._reap()
 
     # -- reload and stop --------------------------------------------------------------------
     def reload(self, health=None) -> str | None:
@@ -700,53 +577,6 @@ class Master:
             "workers": workers,
         }
 
-    def _accept_control(self, sock) -> None:
-        """A control client: it may send one JSON command line, or nothing (a status read).
-        It is read by the loop, never waited for: the master must keep reaping meanwhile."""
-        try:
-            conn, _ = sock.accept()
-        except OSError:
-            return
-        conn.setblocking(False)
-        self._clients[conn] = [b"", time.monotonic() + _CONTROL_SILENCE]
-
-    def _read_client(self, conn) -> None:
-        state = self._clients[conn]
-        try:
-            data = conn.recv(4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        state[0] += data
-        if not data or b"\n" in state[0] or len(state[0]) > 65536:
-            self._answer_client(conn)
-
-    def _answer_silent_clients(self) -> None:
-        now = time.monotonic()
-        for conn, (_, deadline) in list(self._clients.items()):
-            if now >= deadline:
-                self._answer_client(conn)
-
-    def _answer_client(self, conn) -> None:
-        data = self._clients.pop(conn)[0].strip()
-        command = None
-        if data:
-            try:
-                command = json.loads(data.split(b"\n")[0])
-            except ValueError:
-                command = {"cmd": None}
-            if not isinstance(command, dict):
-                command = {"cmd": None}
-        try:
-            conn.setblocking(True)
-            conn.settimeout(1.0)
-            conn.sendall(json.dumps(self._control_command(command)).encode() + b"\n")
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
     def _control_command(self, command: dict | None) -> dict:
         """No command (the peer just reads): the status. {"cmd": "reload", ...}: a reload."""
         if not command:
@@ -795,14 +625,9 @@ def _kill(pid: int, sig: int) -> None:
 
 
 def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
     if code == EXIT_BOOT_FAILED:
         return "could not import the app"
-    return f"exit code {code}"
+    return describe_exit(code)
 
 
 def _mtime(path: str) -> float | None:

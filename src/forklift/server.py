@@ -48,12 +48,14 @@ def serve(config, reload_config=None) -> int:
 
             if not config.hook_pre_app:  # hooks may be what the import needs: not run twice
                 try:
-                    daemon.check_app_in_child(config)
+                    daemon.check_app_in_child(
+                        config, lambda: drop_privileges(config.uid, config.gid, quiet=True)
+                    )
                 except AppImportError as exc:
                     if config.need_app:
                         raise
                     print(f"forklift: warning: {exc} (need-app = false: starting)", file=sys.stderr)
-            readiness = daemon.detach(config, listeners)
+            readiness = daemon.detach(config, [describe(listener) for listener in listeners])
             setup_error_log(config.error_log, config.log_level)
         if config.syslog:
             add_syslog(*config.syslog)

@@ -37,11 +37,20 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+from .abnf import token_text as _token  # RFC 9110 §5.6.2: a method is a token
 from .errors import ProtocolError
 from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
+from .framing import (
+    Response,
+    ResponseFrame,
+    app_fields,
+    body_framing,
+    date_cache,
+    error_response,
+    reason,
+)
 
 # --- Grammar, compiled once ------------------------------------------------------------------
-_token = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2 (a method is a token)
 _content_length = re.compile(r"[0-9]{1,18}")  # 1*DIGIT, bounded to fit a signed 64-bit int
 _var_name = re.compile(r"[\x21-\x7e]+")  # visible ASCII
 _var_names = re.compile(r"[\x21-\x7e]+(?:\n[\x21-\x7e]+)*")  # the names, joined by LF
@@ -83,6 +92,18 @@ class UwsgiRequest(NamedTuple):
     content_length: int
     dropped: tuple
 
+    # The rest of the request face every protocol shows (framing.ProtocolAdapter).
+    @property
+    def method(self) -> str:
+        return self.vars["REQUEST_METHOD"]
+
+    @property
+    def has_body(self) -> bool:
+        return self.content_length > 0
+
+    expect_continue = False  # nginx has read the body before it connects
+    keep_alive = False  # one request per connection: nginx expects the close
+
 
 # Parser states
 _HEAD, _BODY, _END, _PAUSED, _CLOSED, _DEAD = range(6)
@@ -94,6 +115,10 @@ class UwsgiParser:
     `buffer_size` bounds the vars block as uWSGI's `buffer-size` does (values above 65535
     change nothing: datasize cannot exceed it). `max_body_size` None means unlimited.
     """
+
+    # The adapter face's `request_is_head`: the method is in the vars block, and nginx, the
+    # peer, drops the body of an answer to HEAD itself (RFC 9110 §9.3.2).
+    request_is_head = False
 
     __slots__ = (
         "_buffer_size",
@@ -117,6 +142,25 @@ class UwsgiParser:
         self._state = _HEAD
         self._eof = False
         self._error: ProtocolError | None = None
+
+    @property
+    def error(self) -> ProtocolError | None:
+        """The error that ended this connection's parsing, or None."""
+        return self._error
+
+    @property
+    def message_complete(self) -> bool:
+        """True once the request's body has been read to its end."""
+        return self._state == _END or self._state == _PAUSED
+
+    @property
+    def at_message_boundary(self) -> bool:
+        """True when no part of a packet has been received."""
+        return self._state == _HEAD and not self._buf
+
+    def start_next_request(self) -> None:
+        """Never called: a uwsgi connection carries one request (see the module docstring)."""
+        raise RuntimeError("a uwsgi connection carries one request")
 
     # -- input -------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -269,19 +313,63 @@ class UwsgiParser:
         return Data(chunk if len(chunk) == remaining else chunk[:remaining])
 
 
-def response_head(status: str, headers: list) -> bytes:
-    """Serialise a status line and header fields as nginx's uwsgi module expects.
+def frame_response(
+    method: str, status: str, headers: list, known_length: int | None
+) -> ResponseFrame:
+    """The answer to a uwsgi request, serialised as nginx's uwsgi module reads it: an
+    HTTP/1.x head (`HTTP/1.1 <status>`, the fields, a blank line; `headers` are PEP 3333
+    latin-1 strs the gateway validated). The body rules are `framing.body_framing`'s, never
+    chunked (nginx reads a uwsgi answer as HTTP/1.0): Content-Length when known, else
+    delimited by the close that ends every uwsgi connection anyway."""
+    fields, content_length = app_fields(headers)
+    body_mode, content_length = body_framing(
+        int(status[:3]), method == "HEAD", content_length, known_length, False
+    )
+    if content_length is not None:
+        fields += f"Content-Length: {content_length}\r\n"
+    head = ("HTTP/1.1 " + status + "\r\n" + fields + "\r\n").encode("latin-1")
+    return ResponseFrame(head, body_mode, content_length, False)
 
-    nginx parses the answer of a uwsgi upstream as an HTTP/1.x response head, so this is
-    one: `HTTP/1.1 <status>`, the fields, a blank line. The caller has validated the status
-    and headers (PEP 3333 latin-1 strs without CR or LF); framing is close-delimited, so no
-    Content-Length or Transfer-Encoding is added here.
+
+class UwsgiResponse(Response):
+    """The answer to a uwsgi request; the connection always closes after it."""
+
+    __slots__ = ()
+
+    def frame(self, status: str, headers: list, known_length: int | None) -> ResponseFrame:
+        return frame_response(self.request.method, status, headers, known_length)
+
+
+class UWSGI:
+    """The uwsgi protocol behind the worker's one protocol face (`framing.ProtocolAdapter`).
+
+    `buffer_size` and `max_body_size` are `UwsgiParser`'s limits.
     """
-    parts = ["HTTP/1.1 ", status, "\r\n"]
-    for name, value in headers:
-        parts += (name, ": ", value, "\r\n")
-    parts.append("\r\n")
-    return "".join(parts).encode("latin-1")
+
+    name = "uwsgi"
+    rejection = "bad uwsgi packet"
+    loud_rejections = True  # only nginx speaks to us: a broken packet is a proxy's bug
+    continue_response = b""  # nginx never waits for a 100
+    dropped_warning = "ignored uwsgi vars from the peer (they never select code or environment): %s"
+
+    def __init__(self, buffer_size: int = 4096, max_body_size: int | None = None):
+        self.buffer_size = buffer_size
+        self.max_body_size = max_body_size
+
+    def new_parser(self) -> UwsgiParser:
+        return UwsgiParser(self.buffer_size, self.max_body_size)
+
+    def response(self, request, parser, sink, keep_alive: bool) -> UwsgiResponse:
+        return UwsgiResponse(request, parser, sink, False)
+
+    def error_answer(self, status: int, message: str = "", *, head_only: bool = False) -> bytes:
+        # nginx reads it as an HTTP answer and passes it to the client.
+        return error_response(
+            status, reason(status), message, date_cache.get(), head_only=head_only
+        )
+
+    def timeout_answer(self, *, head_only: bool = False) -> None:
+        return None  # nginx has its own uwsgi_read_timeout; a close is all it needs
 
 
 def _packable(item, what: str) -> bytes:

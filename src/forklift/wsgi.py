@@ -1,26 +1,29 @@
 """PEP 3333 for forklift: the environ, `start_response`, `write()`, `wsgi.input`, the file
 wrapper, and running one app call to its end (result iterated and always closed).
 
-Nothing here knows which protocol or socket delivered the request: HTTP heads and uwsgi
-vars both become an environ here, and the response goes to a `sink` the worker provides
-(`send_head`, `send_body`, `sendfile`, `finish`, `head_sent`).
+`build_environ` makes the whole environ of one request in one call: HTTP fields or the CGI
+variables a proxy sent, the mount, and X-Forwarded trust (`proxy.py`). Nothing here knows
+which protocol or socket delivered the request, and no HTTP grammar is written here (it is
+`abnf`'s); the answer goes to a response the worker provides (`send_head`, `send_body`,
+`sendfile`, `finish`, `head_sent`: a `framing.Response`).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import re
 import stat
 import sys
 from urllib.parse import unquote_to_bytes
 
+from .abnf import field_value_forbidden_text, split_target, status_text, token_text
 from .errors import PeerGone
+from .proxy import apply_forwarded
 
-# Header names an app may send: RFC 9110 token. Values: no CTL but HTAB, latin-1 only.
-_header_name_ok = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
-_header_value_bad = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]").search
-_status_ok = re.compile(r"[1-9][0-9][0-9] [^\x00-\x1f\x7f]*").fullmatch
+# What an app may send: header names are tokens; values hold no CTL but HTAB, latin-1 only.
+_header_name_ok = token_text.fullmatch
+_header_value_bad = field_value_forbidden_text.search
+_status_ok = status_text.fullmatch
 
 
 class AppError(Exception):
@@ -69,32 +72,6 @@ def base_environ(
         "wsgi.run_once": False,
         "wsgi.file_wrapper": FileWrapper,
     }
-
-
-def split_target(target: bytes) -> tuple:
-    """(path bytes, query bytes, authority or None) of a request-target (RFC 9112 §3.2)."""
-    authority = None
-    if target[:1] != b"/":
-        if target == b"*":
-            return b"*", b"", None
-        scheme, sep, rest = target.partition(b"://")
-        if sep and scheme.lower() in (b"http", b"https"):
-            # The authority ends at the first "/", "?" or "#" (RFC 3986 §3.2).
-            end = len(rest)
-            for delimiter in (b"/", b"?", b"#"):
-                i = rest.find(delimiter)
-                if 0 <= i < end:
-                    end = i
-            authority, rest = rest[:end], rest[end:]
-            target = rest if rest[:1] == b"/" else b"/" + rest
-            if b"@" in authority:  # userinfo is not part of the host (RFC 9110 §4.2.4)
-                authority = authority.rpartition(b"@")[2]
-    path, _, query = target.partition(b"?")
-    if b"#" in query:
-        query = query.partition(b"#")[0]
-    elif b"#" in path:
-        path = path.partition(b"#")[0]
-    return path, query, authority
 
 
 def decode_path(path: bytes) -> str:
@@ -156,6 +133,37 @@ def http_environ(base: dict, head, path_info: str, query: bytes, authority, peer
             environ["SERVER_NAME"] = host[: host.find("]") + 1] or host
         else:
             environ["SERVER_NAME"] = host.partition(":")[0]
+    return environ
+
+
+def build_environ(request, site, peer, body) -> dict | None:
+    """The whole environ of one request, or None when its path is outside the app's mount.
+
+    `request` is a protocol's request event: CGI `vars` a proxy sent (uwsgi), or an HTTP
+    head. `site` is the listener's: `.environ` (its `base_environ`), `.script_name` (the
+    mount) and `.forwarded_allow_ips`. `peer` is (addr, port), None on a unix socket.
+    `body` becomes `wsgi.input`.
+    """
+    script_name = site.script_name
+    if request.vars is not None:
+        environ = uwsgi_environ(site.environ, request.vars, peer)
+        split = mount_split(environ["PATH_INFO"], script_name)
+        if split is None:
+            return None
+        environ["PATH_INFO"] = split[1]
+    else:
+        path, query, authority = split_target(request.target)
+        split = mount_split(decode_path(path), script_name)
+        if split is None:
+            return None
+        environ = http_environ(site.environ, request, split[1], query, authority, peer)
+        # A proxy's word about the client, believed only from a trusted proxy. (uwsgi vars
+        # are a proxy's word already: the listener admits trusted peers only.)
+        if "HTTP_X_FORWARDED_FOR" in environ or "HTTP_X_FORWARDED_PROTO" in environ:
+            apply_forwarded(environ, peer, site.forwarded_allow_ips)
+    if split[0]:
+        environ["SCRIPT_NAME"] = split[0]
+    environ["wsgi.input"] = body
     return environ
 
 
@@ -443,12 +451,12 @@ __all__ = [
     "FileWrapper",
     "PeerGone",
     "base_environ",
+    "build_environ",
     "check_app",
     "decode_path",
     "http_environ",
     "mount_split",
     "run_app",
-    "split_target",
     "uwsgi_environ",
 ]
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .store import StoreError
+from .errors import StoreError
 
 if TYPE_CHECKING:
     import psycopg

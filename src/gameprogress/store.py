@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import IO, Protocol
 
+from .errors import StoreError, StoreUnavailable  # noqa: F401 (re-exported)
 from .model import DeviceRecord, InvalidInput, Stats
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/gameprogress.db"
@@ -20,21 +21,6 @@ DATABASE_URL_ENV = "GAMEPROGRESS_DATABASE_URL"
 # million devices never sit in memory at once.
 EXPORT_PAGE_SIZE = 1000
 IMPORT_BATCH_SIZE = 1000
-
-
-class StoreError(Exception):
-    """The store cannot do what was asked for a reason that retrying will not fix."""
-
-
-class StoreUnavailable(StoreError):
-    """The database cannot be reached or is too busy right now; retrying later may work.
-
-    `retry_after` is the number of seconds the HTTP layer advertises in `Retry-After`.
-    """
-
-    def __init__(self, message: str, retry_after: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class Store(Protocol):

@@ -25,8 +25,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import migrations
+from .errors import StoreUnavailable
 from .model import RECENT_WINDOW_SECONDS, DeviceRecord, Stats, histogram_from_rows
-from .store import StoreUnavailable
 
 T = TypeVar("T")
 log = logging.getLogger("gameprogress")

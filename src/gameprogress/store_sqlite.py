@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from . import migrations
+from .errors import StoreUnavailable
 from .model import RECENT_WINDOW_SECONDS, DeviceRecord, Stats, histogram_from_rows
-from .store import StoreUnavailable
 
 log = logging.getLogger("gameprogress")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from forklift.deploy.cli import _settings_from_ini
+from forklift.deploy.options import _settings_from_ini
 
 
 def test_wsgi_file_callable_and_pidfile_come_from_the_ini(tmp_path):

@@ -29,19 +29,16 @@ from hypothesis import strategies as st
 
 from forklift.errors import ProtocolError
 from forklift.events import NEED_DATA, PAUSED, ConnectionClosed, Data
-from forklift.http1 import (
+from forklift.framing import (
     BODY_CHUNKED,
     BODY_LENGTH,
     BODY_NONE,
     BODY_UNTIL_CLOSE,
     LAST_CHUNK,
-    Limits,
-    RequestHead,
-    RequestParser,
     chunk,
     error_response,
-    frame_response,
 )
+from forklift.http1 import Limits, RequestHead, RequestParser, frame_response
 
 HOST = (b"host", b"example.com")
 GET = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"

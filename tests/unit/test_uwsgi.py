@@ -13,7 +13,7 @@ from forklift.uwsgi import (
     UwsgiParser,
     UwsgiRequest,
     encode_vars,
-    response_head,
+    frame_response,
 )
 
 # What nginx's stock uwsgi_params sends, plus a few client headers.
@@ -412,9 +412,11 @@ def test_oversized_datasize_fails_before_the_vars_arrive():
 
 
 def test_response_head():
-    head = response_head("200 OK", [("Content-Type", "text/plain"), ("X-É", "é")])
+    head = frame_response(
+        "GET", "200 OK", [("Content-Type", "text/plain"), ("X-É", "é")], None
+    ).head
     assert head == b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-\xc9: \xe9\r\n\r\n"
-    assert response_head("204 No Content", []) == b"HTTP/1.1 204 No Content\r\n\r\n"
+    assert frame_response("GET", "204 No Content", [], 0).head == b"HTTP/1.1 204 No Content\r\n\r\n"
 
 
 # --- encode_vars ---------------------------------------------------------------------------------

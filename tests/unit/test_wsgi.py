@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from forklift.abnf import split_target
 from forklift.errors import PeerGone
 from forklift.http1 import RequestHead, RequestParser
 from forklift.wsgi import (
@@ -29,7 +30,6 @@ from forklift.wsgi import (
     http_environ,
     mount_split,
     run_app,
-    split_target,
     uwsgi_environ,
 )
 

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 
-from .cli import build_parser, make_pipeline
+from .options import build_parser, make_pipeline
 from .pipeline import Interrupted, StepFailed
 from .releases import AppDir, DeployError
 from .report import Reporter

@@ -27,7 +27,7 @@ import time
 from ..errors import ForkliftError
 from . import inventory as inv
 from .pipeline import RELOAD_TIMEOUT
-from .releases import current_user, release_stamp
+from .releases import REMEMBERED_OPTIONS, current_user, release_stamp
 from .remote import HostFailed, Remote, run_once
 
 PREPARE_TIMEOUT = 3600.0  # fetch + pip on a slow host
@@ -125,9 +125,7 @@ def forwarded_options(command: str, args) -> list:
 
 
 def _remembered() -> dict:
-    from .cli import _REMEMBERED
-
-    return _REMEMBERED
+    return REMEMBERED_OPTIONS
 
 
 class Fleet:

@@ -30,6 +30,29 @@ RELEASE_META = ".forklift-release.json"  # written last when a release is built
 HEALTHY = "healthy"
 
 
+# option name -> settings key; what is given is remembered in DIR/deploy.json
+REMEMBERED_OPTIONS = {
+    "repo": "repo",
+    "pidfile": "pidfile",
+    "module": "module",
+    "ini": "ini",
+    "wsgi_file": "wsgi_file",
+    "callable": "callable",
+    "health": "health",
+    "health_host": "health_host",
+    "release_command": "release_command",
+    "shared": "shared",
+    "watch": "watch",
+    "keep": "keep",
+    "nginx": "nginx",
+    "nginx_source": "nginx_source",
+    "nginx_upstream": "nginx_upstream",
+    "nginx_server_name": "nginx_server_name",
+    "nginx_listen": "nginx_listen",
+    "nginx_cmd": "nginx_cmd",
+}
+
+
 class DeployError(ForkliftError):
     """A deploy cannot go on; the message says why in one line, `lines` may show more (pip's)."""
 
