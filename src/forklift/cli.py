@@ -57,6 +57,7 @@ uWSGI short options: -s socket, -p processes, -M master, -H home, -d daemonize,
 
 EPILOG = """\
 control: forklift reload|stop|status --pidfile FILE | --ini FILE
+watch:   forklift top --pidfile FILE | --ini FILE | --stats ADDR
 deploy:  forklift deploy|releases|rollback|systemd-unit --app DIR   (see docs/deploy.md)
 nginx:   forklift nginx-config --upstream ADDR | --ini FILE
 
@@ -317,6 +318,10 @@ def main(argv: list | None = None) -> int:
         from .deploy.cli import main as deploy_main
 
         return deploy_main(argv)
+    if argv and argv[0] == "top":
+        from .top import main as top_main
+
+        return top_main(argv[1:])
     if argv and argv[0] == "nginx-config":
         from .nginx import main as nginx_main
 

@@ -9,6 +9,7 @@ or `--key`), the key, the value, and what is accepted.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from .config import (
@@ -18,6 +19,8 @@ from .config import (
     ListenAddress,
     parse_address,
     parse_networks,
+    split_https,
+    tls_paths_absolute,
 )
 from .errors import ConfigError
 
@@ -223,6 +226,31 @@ def uwsgi_socket(b: Builder, e) -> None:
             b.config.listeners.append(b.address(e._replace(value=part.strip()), PROTOCOL_UWSGI))
 
 
+def https(b: Builder, e) -> None:
+    """`https = ADDR,CERT,KEY[,CIPHERS[,CA]]`: uWSGI's HTTPS router; forklift's workers
+    terminate TLS on that address themselves."""
+    try:
+        text, files = split_https(e.value, "")
+    except ConfigError as exc:
+        b.fail(e, str(exc).removeprefix(": "))
+    # The error messages of a certificate found bad at start name this file and line.
+    key = f"{e.file}:{e.line}: {e.key}" if e.line else f"--{e.key}"
+    files = dataclasses.replace(files, key=key)
+    address = b.address(e._replace(value=text), PROTOCOL_HTTP)
+    b.config.listeners.append(dataclasses.replace(address, tls=tls_paths_absolute(files)))
+
+
+def access_log_format(b: Builder, e) -> None:
+    value = e.value.strip().lower()
+    if value not in ("combined", "json"):
+        b.fail(e, "accepted: combined, json")
+    b.config.access_log_format = value
+
+
+def disable_metrics(b: Builder, e) -> None:
+    b.config.metrics = not as_bool(e.value)
+
+
 def protocol(b: Builder, e) -> None:
     value = e.value.strip().lower()
     if value in ("http", "http11"):
@@ -411,6 +439,14 @@ def log_date(b: Builder, e) -> None:
 def daemonize(b: Builder, e) -> None:
     b.config.daemonize = e.value.strip()
     b.origin("daemonize", e)
+
+
+def autoreload(b: Builder, e) -> None:
+    """`py-autoreload = N` polls every N seconds; `true` (a flag in some files) is every 1 s."""
+    if e.value.strip().lower() in _TRUE:
+        b.config.py_autoreload = 1.0
+        return
+    b.config.py_autoreload = b.seconds(e)
 
 
 def keepalive(b: Builder, e) -> None:

@@ -95,6 +95,18 @@ OPTIONS: tuple = (
            help="peers allowed on TCP uwsgi listeners (127.0.0.1,::1; CIDR allowed)"),
     Option("forwarded-allow-ips", v.networks("forwarded_allow_ips"), metavar="LIST", group=_L,
            help="peers whose X-Forwarded-For/-Proto are believed (127.0.0.1,::1; '*' all)"),
+    Option("https", v.https, aliases=("https-socket",), metavar="ADDR,CERT,KEY[,CIPHERS[,CA]]",
+           group=_L, help="listen for HTTPS on ADDR (a CA asks for client certificates, "
+           "!CA requires them; repeatable)"),
+    Option("certfile", v.text("certfile"), metavar="FILE", group=_L,
+           help="TLS certificate for every http listener"),
+    Option("keyfile", v.text("keyfile"), metavar="FILE", group=_L,
+           help="TLS private key for every http listener"),
+    Option("proxy-protocol", v.flag("proxy_protocol"), FLAG,
+           aliases=("enable-proxy-protocol", "http-enable-proxy-protocol"), group=_L,
+           help="expect a PROXY protocol v1/v2 header (HAProxy send-proxy) first"),
+    Option("proxy-allow-ips", v.networks("proxy_allow_ips"), metavar="LIST", group=_L,
+           help="peers allowed to send a PROXY header (127.0.0.1,::1; CIDR allowed)"),
     # --- concurrency
     Option("processes", v.count("processes", 1, "worker processes"), aliases=("workers",),
            short="p", metavar="N", group=_C, help="worker processes (1)"),
@@ -142,7 +154,12 @@ OPTIONS: tuple = (
     Option("vacuum", v.flag("vacuum"), FLAG, group=_P,
            help="remove unix sockets and the pidfile on exit"),
     Option("stats", v.text("stats"), aliases=("stats-server",), metavar="ADDR", group=_P,
-           help="serve the master's status as JSON on ADDR"),
+           help="read-only: status JSON (raw or GET /status.json), GET /metrics, GET / (a page)"),
+    Option("disable-metrics", v.disable_metrics, FLAG, group=_P,
+           help="no request metrics (on by default)"),
+    Option("py-autoreload", v.autoreload, aliases=("python-autoreload",),
+           metavar="SECONDS", group=_P,
+           help="development: poll the app's module files every SECONDS, reload on a change"),
     Option("uid", v.text("uid"), metavar="USER", group=_P, help="run as USER (when root)"),
     Option("gid", v.text("gid"), metavar="GROUP", group=_P, help="run as GROUP (when root)"),
     Option("umask", v.umask, metavar="MASK", group=_P, help="umask of the server"),
@@ -152,6 +169,8 @@ OPTIONS: tuple = (
            help="error log (and stderr of every process); a missing directory is created"),
     Option("access-log", v.access_log, metavar="FILE", group=_LOG,
            help="access log file (default: stdout; with logto: that file)"),
+    Option("access-log-format", v.access_log_format, metavar="combined|json", group=_LOG,
+           help="json: OpenTelemetry field names, every value escaped"),
     Option("disable-logging", v.disable_logging, FLAG, short="L", group=_LOG,
            help="no access log"),
     Option("log-level", v.log_level, metavar="LEVEL", group=_LOG,
@@ -208,7 +227,7 @@ NOOP_FLAGS = frozenset("""
 """.split())  # noqa: SIM905 - a table of names reads better as words
 ACCEPTED_NOOP = NOOP_FLAGS | frozenset("""
     procname procname-prefix procname-prefix-spaced procname-append procname-master
-    hook-master-start optimize py-autoreload python-autoreload cpu-affinity buffer-size-hint
+    hook-master-start optimize cpu-affinity buffer-size-hint
     max-fd set-placeholder set-ph cheaper cheaper-algo cheaper-initial cheaper-step
     cheaper-overload cheaper-busyness-max cheaper-busyness-min cheaper-busyness-multiplier
     cheaper-busyness-penalty cheaper-busyness-verbose cheaper-busyness-backlog-alert
@@ -256,9 +275,7 @@ REFUSED = {
     "subscribe-to": "subscriptions (fastrouter) are not part of forklift",
     "subscribe2": "subscriptions (fastrouter) are not part of forklift",
     "legion": "legions are not part of forklift",
-    "https": "TLS is terminated by nginx in front of forklift, not by forklift",
-    "https-socket": "TLS is terminated by nginx in front of forklift, not by forklift",
-    "ssl-socket": "TLS is terminated by nginx in front of forklift, not by forklift",
+    "ssl-socket": "the uwsgi protocol over TLS is not served: use https or https-socket",
     "fastcgi-socket": "FastCGI is not served: use socket (uwsgi protocol) or http-socket",
     "scgi-socket": "SCGI is not served: use socket (uwsgi protocol) or http-socket",
     "shared-socket": "shared sockets (bound for uWSGI's routers) are not part of forklift",

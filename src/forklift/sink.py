@@ -24,6 +24,7 @@ RECV_SIZE = 65536
 DEFER_LIMIT = 4 << 20  # bytes of answer an inline worker keeps for the loop to flush
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
+_FILE_BLOCK = 256 * 1024  # a file sent through TLS is read in blocks of this size
 
 
 def wait(fd: int, events: int, timeout: float, what: str) -> None:
@@ -82,17 +83,26 @@ class Sink:
     docstring); before more bytes are sent directly, it is flushed first, so order holds.
     """
 
-    __slots__ = ("sock", "fd", "timeout", "defer", "out", "unsent")
+    __slots__ = ("sock", "fd", "timeout", "defer", "out", "unsent", "kernel_sendfile")
+    # `sendfile` works on every sink: over TLS it sends the file's blocks through the socket.
+    can_sendfile = True
 
     def __init__(self, sock, timeout: float, defer: bool = False):
-        self.sock = sock
-        self.fd = sock.fileno()
+        self.use(sock)
         self.timeout = timeout
         # Inline worker: what the kernel will not take now is left in `out` for the event
         # loop to flush, so a client that reads slowly does not stall the worker.
         self.defer = defer
         self.out = bytearray()
         self.unsent = -1  # the kernel's send queue at the last look (TIOCOUTQ)
+
+    def use(self, sock) -> None:
+        """Send through `sock` from now on (the TLS socket, once the handshake is done).
+        Over TLS, files go through the socket's send(): os.sendfile() would put plaintext
+        on the wire."""
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.kernel_sendfile = not getattr(sock, "encrypts", False)
 
     def send(self, data) -> None:
         """Send `data` after whatever is deferred; defer what the kernel will not take now
@@ -137,6 +147,8 @@ class Sink:
         """Send `count` bytes of file `fd` from `offset` (after what is deferred); returns the
         bytes sent, fewer than `count` only when the file ended early."""
         self.flush()
+        if not self.kernel_sendfile:
+            return self._send_file_blocks(fd, offset, count)
         sock_fd = self.fd
         sent = 0
         while sent < count:
@@ -150,6 +162,16 @@ class Sink:
             if n == 0:  # the file shrank under us
                 break
             sent += n
+        return sent
+
+    def _send_file_blocks(self, fd: int, offset: int, count: int) -> int:
+        sent = 0
+        while sent < count:
+            block = os.pread(fd, min(count - sent, _FILE_BLOCK), offset + sent)
+            if not block:  # the file shrank under us
+                break
+            send_all(self.sock, block, self.timeout)
+            sent += len(block)
         return sent
 
     def recv(self) -> bytes:

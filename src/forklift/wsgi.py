@@ -18,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from .abnf import field_value_forbidden_text, split_target, status_text, token_text
 from .errors import PeerGone
-from .proxy import apply_forwarded
+from .proxy import apply_forwarded, assign_request_id
 
 # What an app may send: header names are tokens; values hold no CTL but HTAB, latin-1 only.
 _header_name_ok = token_text.fullmatch
@@ -164,6 +164,7 @@ def build_environ(request, site, peer, body) -> dict | None:
     if split[0]:
         environ["SCRIPT_NAME"] = split[0]
     environ["wsgi.input"] = body
+    assign_request_id(environ, peer, site.forwarded_allow_ips, request.vars is not None)
     return environ
 
 
@@ -345,8 +346,9 @@ def _check_headers(status, headers) -> str | None:
     return None
 
 
-def run_app(app, environ: dict, sink) -> None:
-    """Call the app for one request and send its response through `sink`.
+def run_app(app, environ: dict, answer) -> None:
+    """Call the app for one request and send its response through `answer` (the protocol's
+    `framing.Response`: `send_head`, `send_body`, `sendfile`, `finish`, `head_sent`).
 
     Errors before the head is sent become a 500 (traceback to the error log); after it, the
     exception propagates so the worker closes the connection. PeerGone propagates too. The
@@ -359,15 +361,15 @@ def run_app(app, environ: dict, sink) -> None:
             raise AppError("write() called before start_response()")
         if type(data) is not bytes:
             raise AppError(f"write() needs bytes, got {type(data).__name__}")
-        if not sink.head_sent:
-            sink.send_head(response.status, response.headers, None)
+        if not answer.head_sent:
+            answer.send_head(response.status, response.headers, None)
         if data:
-            sink.send_body(data)
+            answer.send_body(data)
 
     def start_response(status, headers, exc_info=None):
         if exc_info is not None:
             try:
-                if sink.head_sent:
+                if answer.head_sent:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
@@ -388,19 +390,19 @@ def run_app(app, environ: dict, sink) -> None:
     try:
         if response.invalid:
             raise AppError(response.invalid)
-        if type(result) is list and len(result) == 1 and not sink.head_sent:
+        if type(result) is list and len(result) == 1 and not answer.head_sent:
             # The common case: the whole body in one piece, its length known.
             data = result[0]
             if type(data) is not bytes:
                 raise AppError(f"the app yielded {type(data).__name__}, not bytes")
             _require_status(response)
-            sink.send_head(response.status, response.headers, len(data))
+            answer.send_head(response.status, response.headers, len(data))
             if data:
-                sink.send_body(data)
+                answer.send_body(data)
         elif (
             type(result) is FileWrapper
-            and not sink.head_sent
-            and _try_sendfile(result, response, sink)
+            and not answer.head_sent
+            and _try_sendfile(result, response, answer)
         ):
             pass
         else:
@@ -408,14 +410,14 @@ def run_app(app, environ: dict, sink) -> None:
                 if type(data) is not bytes:
                     raise AppError(f"the app yielded {type(data).__name__}, not bytes")
                 if data:
-                    if not sink.head_sent:
+                    if not answer.head_sent:
                         _require_status(response)
-                        sink.send_head(response.status, response.headers, None)
-                    sink.send_body(data)
-            if not sink.head_sent:
+                        answer.send_head(response.status, response.headers, None)
+                    answer.send_body(data)
+            if not answer.head_sent:
                 _require_status(response)
-                sink.send_head(response.status, response.headers, 0)
-        sink.finish()
+                answer.send_head(response.status, response.headers, 0)
+        answer.finish()
     finally:
         close = getattr(result, "close", None)
         if close is not None:
@@ -429,9 +431,9 @@ def _require_status(response: _Response) -> None:
         raise AppError("the app returned a body without calling start_response()")
 
 
-def _try_sendfile(result: FileWrapper, response: _Response, sink) -> bool:
+def _try_sendfile(result: FileWrapper, response: _Response, answer) -> bool:
     _require_status(response)
-    if not getattr(sink, "can_sendfile", False):
+    if not getattr(answer, "can_sendfile", False):
         return False
     span = result.sendfile_span()
     if span is None:
@@ -440,8 +442,8 @@ def _try_sendfile(result: FileWrapper, response: _Response, sink) -> bool:
     for name, value in response.headers:
         if name.lower() == "content-length" and (value.isascii() and value.isdigit()):
             count = min(count, int(value))
-    sink.send_head(response.status, response.headers, count)
-    sink.sendfile(fd, offset, count)
+    answer.send_head(response.status, response.headers, count)
+    answer.sendfile(fd, offset, count)
     return True
 
 
@@ -480,7 +482,10 @@ def uwsgi_environ(base: dict, vars: dict, peer) -> dict:
     environ.setdefault("QUERY_STRING", "")
     environ.setdefault("SERVER_PROTOCOL", "HTTP/1.0")
     if "REMOTE_ADDR" not in vars:
+        # The peer itself, or the client a PROXY header named: with its port, as over HTTP.
         environ["REMOTE_ADDR"] = peer[0] if peer else ""
+        if peer:
+            environ["REMOTE_PORT"] = str(peer[1])
     if environ.get("HTTPS", "").lower() in ("on", "1") or vars.get("REQUEST_SCHEME") == "https":
         environ["wsgi.url_scheme"] = "https"
     if not environ.get("SERVER_NAME"):

@@ -19,16 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from nginx_support import (
-    SEED_APP,
-    free_port,
-    make_dir,
-    pid_alive,
-    request_vars,
-    uwsgi_exchange,
-    uwsgi_packet,
-    wait_until,
-)
+from nginx_support import SEED_APP, make_dir, request_vars, uwsgi_exchange, uwsgi_packet
+
+from support import free_port, pid_alive, wait_until
 
 FORKLIFT = [sys.executable, "-m", "forklift"]
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from forklift.options import OPTIONS
-
-from .server import APPS, Forklift
-from .wire import request
+from support import APPS, Forklift
+from support.wire import request
 
 
 def _run(*args: str, cwd=None, timeout: float = 10) -> subprocess.CompletedProcess:
@@ -47,7 +46,7 @@ def _one_line(text: str) -> str:
 def test_help_lists_every_option():
     result = _run("--help")
     assert result.returncode == 0
-    names = [f"--{name}" for option in OPTIONS if option.help for name in (option.name,)]
+    names = [f"--{option.name}" for option in OPTIONS if option.help]
     assert len(names) > 40
     missing = [name for name in names if name not in result.stdout]
     assert not missing, f"--help does not mention {missing}"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .server import APPS, Forklift, wait_for
-from .wire import request
+from support import APPS, Forklift, wait_until
+from support.wire import request
 
 _APP = """\
 def application(environ, start_response):
@@ -59,7 +59,7 @@ def test_uwsgi_command_line_with_a_unix_socket_and_its_mode(tmp_path):
         "2",
     ).start()
     try:
-        assert wait_for(lambda: os.path.exists(sock_path), 5), server.stderr()
+        wait_until(lambda: os.path.exists(sock_path), 5, what="the unix socket")
         assert stat.S_IMODE(os.stat(sock_path).st_mode) == 0o666
         assert server.exchange(request("GET", "/")).status == 200
         assert "accepted but without effect: --master" in server.stderr()
@@ -89,7 +89,7 @@ def test_reload_stop_and_status_by_pidfile_or_ini(tmp_path):
     ini.write_text("[uwsgi]\npidfile = uwsgi.pid\n")  # relative: to where forklift runs
     server = Forklift(tmp_path, "echo:app", "--pidfile", str(pidfile)).start()
     try:
-        wait_for(pidfile.exists, 5)
+        wait_until(pidfile.exists, 5, what="the pidfile")
         # `--reload` is uWSGI's option, not an abbreviation of --reload-on-rss
         reloaded = _run("--reload", str(pidfile))
         assert reloaded.returncode == 0, reloaded.stderr
@@ -201,7 +201,7 @@ def test_stop_signal_is_graceful(tmp_path):
     pidfile = tmp_path / "app.pid"
     server = Forklift(tmp_path, "slow:app", "--threads", "2", "--pidfile", str(pidfile)).start()
     try:
-        wait_for(pidfile.exists, 5)
+        wait_until(pidfile.exists, 5, what="the pidfile")
         wire = server.connect()
         wire.send(request("GET", "/?s=1"))
         stopper = subprocess.Popen(

@@ -93,6 +93,14 @@ EXAMPLES = {
     "plugins": "python3,http",
     "route": "^/health donotlog:",
     "smart-attach-daemon": None,  # refused, with its reason: see test below
+    "https": ":8443,/etc/ssl/site.crt,/etc/ssl/site.key",
+    "certfile": None,  # needs keyfile: the pair is tested in test_ini_tls_proxy.py
+    "keyfile": None,
+    "proxy-protocol": "true",
+    "proxy-allow-ips": "10.0.0.0/8",
+    "disable-metrics": "true",
+    "py-autoreload": "2",
+    "access-log-format": "json",
 }
 
 _IGNORED_FIELDS = ("ini_warnings", "origins", "config_file")
@@ -102,6 +110,9 @@ def _fields(config) -> dict:
     data = dataclasses.asdict(config)
     for name in _IGNORED_FIELDS:
         data.pop(name)
+    for listener in data["listeners"]:
+        if listener["tls"]:
+            listener["tls"].pop("key")  # where it was written: FILE:LINE or --https
     return data
 
 
