@@ -55,6 +55,10 @@ uwsgi_ini.open = _open  # the module's global shadows the builtin: only the read
 if not isinstance(getattr(uwsgi_ini, "glob", None), types.ModuleType):
     raise SystemExit("fuzz_ini: uwsgi_ini no longer uses `glob.glob`; update the sandbox")
 uwsgi_ini.glob = types.SimpleNamespace(glob=_glob)
+# @(exec://CMD) runs the operator's command; under the fuzzer it runs nothing, an empty output.
+if not callable(getattr(uwsgi_ini, "_run_exec", None)):
+    raise SystemExit("fuzz_ini: uwsgi_ini no longer runs @(exec://) in `_run_exec`; fence it")
+uwsgi_ini._run_exec = lambda command, where: ""
 
 
 def check(data: bytes) -> None:

@@ -80,6 +80,10 @@ def load_app(config):
         from .middleware import AddHeaders
 
         app = AddHeaders(app, config.add_headers)
+    if not getattr(config, "file_wrapper", True):
+        from .middleware import WithoutFileWrapper
+
+        app = WithoutFileWrapper(app)
     return app
 
 

@@ -10,7 +10,12 @@ import argparse
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line and exit code 2 (never a usage wall)."""
+    """argparse, but a bad option is one line and exit code 2 (never a usage wall), and an
+    option is spelt whole: no abbreviations (`--reload` must never become `--reload-on-rss`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -1,39 +1,62 @@
 """The `forklift` command: options into a `Config`, then serve (or run a control subcommand).
 
+Every key of the option table (`options.py`) works as `--key VALUE` with the meaning it has
+in an ini file, as uWSGI does; a bare `--key` means true. There are no abbreviations: an
+option is spelt whole or it is unknown. uWSGI's short options work (`-s -p -M -H -d -t -L -z
+-R -l -C`); `-w` and `-b` mean what their value says (see `options.py`).
+
 Exit codes: 0 after a clean stop, 1 when the app cannot be imported or the server fails,
 2 for a bad option or config value. Errors are one line on stderr, never a traceback wall.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
+import os
+import re
 import sys
+import textwrap
+from typing import NamedTuple
 
 from . import __version__
-from .argtypes import OneLineParser, seconds
-from .config import (
-    PROTOCOL_HTTP,
-    PROTOCOL_UWSGI,
-    Config,
-    parse_address,
-    parse_networks,
-    parse_size,
-    split_https,
-    tls_paths_absolute,
-)
+from .argtypes import OneLineParser, seconds  # noqa: F401 - kept importable from here
+from .config import Config
 from .errors import AppImportError, ConfigError
+from .option_values import as_bool
+from .options import (
+    ACCEPTED_NOOP,
+    BY_NAME,
+    BY_SHORT,
+    FLAG,
+    NOOP_FLAGS,
+    OPTIONAL,
+    OPTIONS,
+    REFUSED,
+    Builder,
+    Option,
+    refusal,
+    suggest,
+)
+from .uwsgi_ini import IniEntry
 
 DESCRIPTION = """\
 Serve a WSGI application over HTTP/1.1 (and the uwsgi protocol) with pre-forked workers.
 
   forklift --http 127.0.0.1:8000 myproject.wsgi:application
   forklift --http :8000 --processes 4 --threads 8 --chdir /srv/app app:app
-  forklift --http unix:/run/app.sock --wsgi-file manage.py --callable app
+  forklift --ini uwsgi.ini            (or: forklift uwsgi.ini; -d --ini uwsgi.ini detaches)
+  forklift --reload uwsgi.pid | --stop uwsgi.pid
+
+Every key of a uWSGI ini file forklift knows works here as --key VALUE (a bare --key is
+true), and every option below works in the ini without its dashes. Options given here
+override the ini's; listeners given here replace the ini's.
+uWSGI short options: -s socket, -p processes, -M master, -H home, -d daemonize,
+-t harakiri, -L disable-logging, -z socket-timeout, -R max-requests, -l listen,
+-C chmod-socket. -w MODULE is the app (uWSGI), -w N the worker count (gunicorn);
+-b BYTES is buffer-size (uWSGI), -b HOST:PORT an HTTP listener (gunicorn).
 """
 
 EPILOG = """\
-control: forklift reload|stop|status --pidfile FILE
+control: forklift reload|stop|status --pidfile FILE | --ini FILE
 watch:   forklift top --pidfile FILE | --ini FILE | --stats ADDR
 deploy:  forklift deploy|releases|rollback|systemd-unit --app DIR   (see docs/deploy.md)
 nginx:   forklift nginx-config --upstream ADDR | --ini FILE
@@ -44,409 +67,252 @@ signals (to the master): HUP graceful reload, TERM graceful stop within --gracef
 INT/QUIT fast stop, TTIN/TTOU one worker more/less, USR1 reopen log files.
 """
 
-_Parser = OneLineParser
+_LISTENER_OPTIONS = ("http", "socket", "uwsgi-socket")
+_OTHER_CONFIG_FORMATS = (".xml", ".yaml", ".yml", ".json", ".js")
+# What the command line does besides configuring a server.
+_ACTIONS = {"help": None, "version": None, "reload": "PIDFILE", "stop": "PIDFILE"}
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
-    return value
+class UsageError(ConfigError):
+    """A command line that cannot be read; exit code 2, one line."""
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text, "size")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+class CommandLine(NamedTuple):
+    """What argv asked for: the ini files, the options in order, the app, or an action."""
+
+    inis: list
+    options: list  # (Option or None for an accepted no-op key, IniEntry)
+    app: str | None
+    action: str | None = None  # help, version, reload, stop
+    action_arg: str | None = None
+    bare_daemonize: str | None = None  # what followed a -d that got no file ("" at the end)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="forklift",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("app", nargs="?", metavar="MODULE:CALLABLE", help="the WSGI app to serve")
-    p.add_argument("--version", action="version", version=f"forklift {__version__}")
-
-    p.add_argument(
-        "--ini",
-        metavar="FILE[:SECTION]",
-        help="read a uWSGI ini file (uWSGI's keys and dialect); other options override it",
-    )
-    p.add_argument("--strict", action="store_true", help="unknown ini keys are errors")
-
-    g = p.add_argument_group("application")
-    g.add_argument("--wsgi-file", metavar="FILE", help="load the app from this Python file")
-    g.add_argument("--module", metavar="MODULE[:CALLABLE]", help="same as the positional app")
-    g.add_argument(
-        "--callable", metavar="NAME", help="name of the app in the module (default: application)"
-    )
-    g.add_argument("--chdir", metavar="DIR", help="change to DIR before importing the app")
-    g.add_argument(
-        "--pythonpath", metavar="DIR", action="append", default=[], help="add DIR to sys.path"
-    )
-    g.add_argument(
-        "--mount", metavar="/PREFIX", help="serve the app under this URL prefix (SCRIPT_NAME)"
-    )
-    g.add_argument(
-        "--virtualenv",
-        "--home",
-        "-H",
-        dest="virtualenv",
-        metavar="DIR",
-        help="a venv whose site-packages each worker puts first on sys.path (resolved at spawn)",
-    )
-    g.add_argument(
-        "--health-check",
-        metavar="PATH",
-        help="each new worker must answer GET PATH with a 2xx, in-process, before it accepts",
-    )
-    g.add_argument("--health-host", metavar="HOST", help="Host header of the health check")
-    g.add_argument(
-        "--env", metavar="NAME=VALUE", action="append", default=[], help="set before import"
-    )
-
-    g = p.add_argument_group("listeners")
-    g.add_argument(
-        "--http",
-        "--http-socket",
-        dest="http",
-        metavar="ADDR",
-        action="append",
-        default=[],
-        help="listen for HTTP/1.1 on ADDR (repeatable; default 127.0.0.1:8000)",
-    )
-    g.add_argument(
-        "--socket",
-        "--uwsgi-socket",
-        dest="uwsgi",
-        metavar="ADDR",
-        action="append",
-        default=[],
-        help="listen for the uwsgi protocol (nginx uwsgi_pass) on ADDR (repeatable)",
-    )
-    g.add_argument(
-        "--listen", metavar="N", type=_positive_int, help="listen backlog (default 1024)"
-    )
-    g.add_argument(
-        "--uwsgi-allow-ips",
-        metavar="LIST",
-        help="peers allowed on TCP uwsgi listeners (default 127.0.0.1,::1; CIDR allowed)",
-    )
-
-    g.add_argument(
-        "--forwarded-allow-ips",
-        metavar="LIST",
-        help="peers whose X-Forwarded-For/-Proto are believed (default 127.0.0.1,::1; '*' all)",
-    )
-    g.add_argument(
-        "--https",
-        "--https-socket",
-        dest="https",
-        metavar="ADDR,CERT,KEY[,CIPHERS[,CA]]",
-        action="append",
-        default=[],
-        help="listen for HTTPS on ADDR with this certificate and key (repeatable; a CA asks "
-        "clients for certificates, !CA requires them)",
-    )
-    g.add_argument("--certfile", metavar="FILE", help="TLS certificate for every --http listener")
-    g.add_argument("--keyfile", metavar="FILE", help="TLS private key for every --http listener")
-    g.add_argument(
-        "--proxy-protocol",
-        action="store_true",
-        help="expect a PROXY protocol v1/v2 header (HAProxy send-proxy) first on every listener",
-    )
-    g.add_argument(
-        "--proxy-allow-ips",
-        metavar="LIST",
-        help="peers allowed to send a PROXY header (default 127.0.0.1,::1; CIDR allowed)",
-    )
-
-    g = p.add_argument_group("concurrency")
-    g.add_argument(
-        "--processes",
-        "--workers",
-        "-w",
-        dest="processes",
-        metavar="N",
-        type=_positive_int,
-        help="worker processes (default 1)",
-    )
-    g.add_argument(
-        "--threads", metavar="N", type=_positive_int, help="threads per worker (default 1)"
-    )
-
-    g = p.add_argument_group("limits")
-    g.add_argument(
-        "--max-request-line", metavar="BYTES", type=_size, help="request line limit, 414 (8k)"
-    )
-    g.add_argument(
-        "--max-header-size", metavar="BYTES", type=_size, help="header block limit, 431 (64k)"
-    )
-    g.add_argument(
-        "--max-header-fields", metavar="N", type=_positive_int, help="field count limit, 431 (100)"
-    )
-    g.add_argument(
-        "--limit-post",
-        "--max-body-size",
-        dest="limit_post",
-        metavar="BYTES",
-        type=_size,
-        help="request body limit, 413 (default: none)",
-    )
-    g.add_argument(
-        "--post-buffering",
-        metavar="BYTES",
-        type=_size,
-        help="body bytes read before the app is called (default 64k)",
-    )
-    g.add_argument(
-        "--buffer-size", metavar="BYTES", type=_size, help="uwsgi packet size limit (4096)"
-    )
-
-    g = p.add_argument_group("timeouts (seconds)")
-    g.add_argument(
-        "--head-timeout",
-        type=seconds,
-        metavar="SECONDS",
-        help="the request head must arrive in (10)",
-    )
-    g.add_argument(
-        "--keepalive-timeout",
-        "--http-keepalive",
-        metavar="SECONDS",
-        type=seconds,
-        help="idle keep-alive (5)",
-    )
-    g.add_argument(
-        "--socket-timeout",
-        metavar="SECONDS",
-        type=seconds,
-        help="each body read or response write (30)",
-    )
-    g.add_argument(
-        "--graceful-timeout",
-        metavar="SECONDS",
-        type=seconds,
-        help="TERM: time to finish requests (30)",
-    )
-
-    g = p.add_argument_group("process management")
-    g.add_argument("--pidfile", metavar="FILE", help="write the master's pid here")
-    g.add_argument(
-        "--daemonize", "-d", metavar="LOGFILE", help="detach; stdout and stderr go to LOGFILE"
-    )
-    g.add_argument(
-        "--harakiri",
-        "--timeout",
-        dest="harakiri",
-        metavar="SECONDS",
-        type=seconds,
-        help="kill and replace a worker whose request runs longer; its stack is logged",
-    )
-    g.add_argument(
-        "--max-requests", metavar="N", type=_positive_int, help="replace a worker after N requests"
-    )
-    g.add_argument(
-        "--max-requests-jitter", metavar="J", type=_positive_int, help="add 0..J to max-requests"
-    )
-    g.add_argument(
-        "--reload-on-rss", metavar="MB", type=_positive_int, help="replace a worker above MB RSS"
-    )
-    g.add_argument(
-        "--preload",
-        action="store_true",
-        help="import the app in the master before forking (shared memory; HUP then restarts "
-        "workers but does not re-import changed code)",
-    )
-    g.add_argument("--vacuum", action="store_true", help="remove unix sockets and pidfile on exit")
-    g.add_argument(
-        "--stats",
-        metavar="ADDR",
-        help="read-only: status JSON (raw or GET /status.json), GET /metrics, GET / (a page)",
-    )
-    g.add_argument(
-        "--disable-metrics", action="store_true", help="no request metrics (on by default)"
-    )
-    g.add_argument(
-        "--py-autoreload",
-        metavar="SECONDS",
-        type=seconds,
-        help="development: poll the app's module files every SECONDS, reload when one changes",
-    )
-
-    g = p.add_argument_group("logging")
-    g.add_argument("--disable-logging", action="store_true", help="no access log")
-    g.add_argument("--access-log", metavar="FILE", help="access log file (default: stdout)")
-    g.add_argument(
-        "--access-log-format",
-        choices=["combined", "json"],
-        help="combined (default) or json (OpenTelemetry field names, every value escaped)",
-    )
-    g.add_argument(
-        "--logto",
-        "--error-log",
-        dest="logto",
-        metavar="FILE",
-        help="error log file; stderr of every process goes there too",
-    )
-    g.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], help="error log level"
-    )
-    return p
+def _entry(key: str, value: str) -> IniEntry:
+    return IniEntry(key, value, "", 0)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Turn parsed options into a validated Config (ConfigError on bad values)."""
-    if args.ini:
-        from .ini_config import config_from_ini
-
-        config = config_from_ini(args.ini, strict=args.strict)
-    else:
-        config = Config()
-    if args.app and args.module:
-        raise ConfigError("give the app either as MODULE:CALLABLE or with --module, not both")
-    if args.app or args.module:
-        config.app = args.app or args.module
-        config.wsgi_file = None
-    if args.wsgi_file:
-        config.wsgi_file = args.wsgi_file
-    if args.callable:
-        config.callable = args.callable
-    if args.chdir:
-        config.chdir = args.chdir
-    config.pythonpath = config.pythonpath + list(args.pythonpath)
-    config.env = config.env + list(args.env)
-    for item in config.env:
-        if "=" not in item:
-            raise ConfigError(f"--env: expected NAME=VALUE, got {item!r}")
-    if args.mount:
-        prefix, _, app = args.mount.partition("=")
-        config.script_name = prefix
-        if app and not config.app and not config.wsgi_file:
-            if app.endswith(".py"):
-                config.wsgi_file = app
+def parse_command_line(argv: list) -> CommandLine:
+    """Read argv the way uWSGI reads it; UsageError, one line, for what it cannot read."""
+    inis: list = []
+    options: list = []
+    positional: list = []
+    action = action_arg = bare_daemonize = None
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if token == "--":
+            positional += argv[i:]
+            break
+        if token.startswith("--") and len(token) > 2:
+            name, equals, value = token[2:].partition("=")
+            attached = value if equals else None
+            option = BY_NAME.get(name)
+            display = f"--{name}"
+        elif token.startswith("-") and len(token) > 1:
+            letter, rest = token[1], token[2:]
+            attached = rest.removeprefix("=") if rest else None
+            if letter in ("h", "V"):
+                name, option = ("help" if letter == "h" else "version"), None
+            elif letter in BY_SHORT:
+                option = BY_SHORT[letter]
+                name = option.name
             else:
-                config.app = app
-    listeners = [parse_address(a, PROTOCOL_HTTP, "--http") for a in args.http]
-    listeners += [parse_address(a, PROTOCOL_UWSGI, "--socket") for a in args.uwsgi]
-    for text in args.https:
-        addr, files = split_https(text, "--https")
-        address = parse_address(addr, PROTOCOL_HTTP, "--https")
-        listeners.append(dataclasses.replace(address, tls=tls_paths_absolute(files)))
-    if listeners:
-        config.listeners = listeners  # the command line overrides the file's listeners
-    if args.uwsgi_allow_ips:
-        config.uwsgi_allow_ips = parse_networks(args.uwsgi_allow_ips, "--uwsgi-allow-ips")
-    if args.proxy_allow_ips:
-        config.proxy_allow_ips = parse_networks(args.proxy_allow_ips, "--proxy-allow-ips")
-    config.proxy_protocol = config.proxy_protocol or args.proxy_protocol
-    if args.forwarded_allow_ips:
-        config.forwarded_allow_ips = parse_networks(
-            args.forwarded_allow_ips, "--forwarded-allow-ips"
-        )
-    simple = {
-        "listen": "backlog",
-        "processes": "processes",
-        "threads": "threads",
-        "max_request_line": "max_request_line",
-        "max_header_size": "max_header_bytes",
-        "max_header_fields": "max_header_fields",
-        "limit_post": "max_body_size",
-        "post_buffering": "post_buffering",
-        "buffer_size": "buffer_size",
-        "head_timeout": "head_timeout",
-        "keepalive_timeout": "keepalive_timeout",
-        "socket_timeout": "socket_timeout",
-        "graceful_timeout": "graceful_timeout",
-        "logto": "error_log",
-        "pidfile": "pidfile",
-        "daemonize": "daemonize",
-        "harakiri": "harakiri",
-        "max_requests": "max_requests",
-        "max_requests_jitter": "max_requests_jitter",
-        "reload_on_rss": "reload_on_rss",
-        "stats": "stats",
-        "virtualenv": "virtualenv",
-        "health_check": "health_check",
-        "health_host": "health_host",
-        "log_level": "log_level",
-        "certfile": "certfile",
-        "keyfile": "keyfile",
-        "py_autoreload": "py_autoreload",
-        "access_log_format": "access_log_format",
-    }
-    for arg, attr in simple.items():
-        value = getattr(args, arg)
-        if value is not None:
-            setattr(config, attr, value)
-    if args.disable_metrics:
-        config.metrics = False
-    config.preload = config.preload or args.preload
-    config.vacuum = config.vacuum or args.vacuum
-    if args.strict:
-        config.strict = True
-    if args.disable_logging:
-        config.access_log = None
-    elif args.access_log:
-        config.access_log = args.access_log
+                raise UsageError(f"unknown option -{letter} (see forklift --help)")
+            display = f"-{letter}"
+        else:
+            positional.append(token)
+            continue
+
+        if name == "ini":
+            if attached is None:
+                if i >= len(argv) or argv[i].startswith("-"):
+                    raise UsageError("--ini needs a file: --ini FILE[:SECTION]")
+                attached, i = argv[i], i + 1
+            inis.append(attached)
+            continue
+        if name in _ACTIONS and option is None:
+            action = name
+            if _ACTIONS[name]:
+                if attached is None:
+                    if i >= len(argv):
+                        raise UsageError(f"--{name} needs the master's {_ACTIONS[name]}")
+                    attached, i = argv[i], i + 1
+                action_arg = attached
+            continue
+        if option is None:
+            if name in ACCEPTED_NOOP:
+                option = Option(name, _noop, FLAG if name in NOOP_FLAGS else "value")
+            else:
+                why = refusal(name)
+                if why is not None:
+                    raise UsageError(f"{display}: not supported: {why}")
+                hint = suggest(name)
+                raise UsageError(
+                    f"unknown option {display}"
+                    + (f" (did you mean --{hint}?)" if hint else "")
+                    + " (see forklift --help)"
+                )
+        if attached is None:
+            if option.takes == OPTIONAL and i < len(argv) and _takes_next(option, argv[i]):
+                attached, i = argv[i], i + 1  # `--chmod-socket 666`, as uWSGI users write it
+            elif option.takes in (FLAG, OPTIONAL):
+                attached = "true"
+            elif option.name == "daemonize" and (i >= len(argv) or argv[i].startswith("-")):
+                # uWSGI would log to a file named after the next option (`-d --ini x.ini`
+                # creates `--ini`); the log file is then the one the config names.
+                bare_daemonize = argv[i] if i < len(argv) else ""
+                attached = ""
+            elif i >= len(argv) or (argv[i].startswith("--") and len(argv[i]) > 2):
+                raise UsageError(f"{display} needs a value ({option.metavar})")
+            else:
+                attached, i = argv[i], i + 1
+        options.append((option, _entry(name, attached)))
+
+    app = None
+    for item in positional:
+        path = item.rpartition(":")[0] if ".ini:" in item else item
+        if path.endswith(".ini"):
+            inis.append(item)  # `forklift uwsgi.ini`, as `uwsgi uwsgi.ini`
+        elif path.endswith(_OTHER_CONFIG_FORMATS):
+            raise UsageError(f"{item}: only uWSGI ini files are read (convert it to .ini)")
+        elif app is not None:
+            raise UsageError(f"one app only: got {app!r} and {item!r}")
+        else:
+            app = item
+    return CommandLine(inis, options, app, action, action_arg, bare_daemonize)
+
+
+# What the next word must look like to be the value of an option whose value is optional.
+_OPTIONAL_VALUES = {
+    "chmod-socket": re.compile(r"[0-7]{3,4}"),
+    "log-date": re.compile(r".*%.*"),
+    "log-syslog": re.compile(r"[A-Za-z0-9_.-]+(,[a-z0-9]+)?"),
+}
+
+
+def _takes_next(option: Option, word: str) -> bool:
+    pattern = _OPTIONAL_VALUES.get(option.name)
+    if pattern is None or not pattern.fullmatch(word):
+        return False
+    # `--log-syslog myapp` names the ident; `--log-syslog app:app` would be the app
+    return option.name != "log-syslog" or ":" not in word
+
+
+def _noop(builder: Builder, entry) -> None:
+    builder.noop.append(entry)
+
+
+def build_config(cmd: CommandLine, *, reload: bool = False) -> Config:
+    """The Config the command line describes: its ini files first, then its options."""
+    from .ini_config import read_with_warnings
+
+    strict = any(o.name == "strict" and as_bool(e.value) for o, e in cmd.options)
+    config = Config()
+    for spec in cmd.inis:
+        config, _ = read_with_warnings(spec, config, reload=reload, strict=strict)
+    if cmd.app and any(
+        o.name == "module" or e.key == "w" and not e.value.isdigit() for o, e in cmd.options
+    ):
+        raise ConfigError("give the app either as MODULE:CALLABLE or with --module, not both")
+    file_listeners, config.listeners = config.listeners, []
+    builder = Builder(config)
+    for option, entry in cmd.options:
+        option.apply(builder, entry)
+    if cmd.app:
+        BY_NAME["module"].apply(builder, _entry("module", cmd.app))
+    for entry in builder.sockets:
+        config.listeners.append(builder.address(entry, builder.protocol))
+    if not config.listeners:
+        config.listeners = file_listeners  # listeners given here replace the file's
+    config.ini_warnings = config.ini_warnings + builder.warnings
+    if builder.noop:
+        names = ", ".join(sorted({f"--{e.key}" for e in builder.noop}))
+        config.ini_warnings.append(f"command line: accepted but without effect: {names}")
+    _resolve_daemonize(config, cmd)
     return config.validate()
+
+
+def _resolve_daemonize(config: Config, cmd: CommandLine) -> None:
+    """`-d` with no file (`-d --ini uwsgi.ini`, or `daemonize = true`): log where the config
+    says (logto), and say so in one line; never a file named after the next option."""
+    if config.daemonize is None or config.daemonize.lower() not in ("",) + ("true", "1", "yes"):
+        return
+    if cmd.bare_daemonize is not None or not config.daemonize:
+        what = "-d" + (
+            f" is followed by {cmd.bare_daemonize!r}, not a log file" if cmd.bare_daemonize else ""
+        )
+    else:  # `daemonize = true` in a file: uWSGI would log to a file named "true"
+        what = f"{config.where('daemonize')} names no log file"
+    if config.error_log:
+        config.daemonize = config.error_log
+        where = config.origins.get("error_log", "--logto")
+    elif cmd.inis:
+        # Neither names a log: the ini's own name with .log, next to it (uWSGI would
+        # write a file named "true" or "--ini" in the current directory).
+        ini = os.path.abspath(
+            cmd.inis[0].rpartition(":")[0] if ".ini:" in cmd.inis[0] else cmd.inis[0]
+        )
+        config.daemonize = os.path.splitext(ini)[0] + ".log"
+        where = "next to the ini, which names no logto"
+    else:
+        raise ConfigError(f"{what}, and no logto: give -d FILE, or --logto FILE")
+    config.origins["daemonize"] = f"{what} ({where})"
+    config.ini_warnings.append(f"{what}: logging to {config.daemonize} ({where})")
+
+
+def help_text() -> str:
+    """--help: every honoured option by group, then the uWSGI keys accepted or refused."""
+    out = ["usage: forklift [options] [MODULE:CALLABLE | FILE.ini]", "", DESCRIPTION]
+    shorts = {o.name: s for s, o in BY_SHORT.items() if o in OPTIONS}
+    groups: dict = {}
+    for option in OPTIONS:
+        if option.help:
+            groups.setdefault(option.group, []).append(option)
+    for group, members in groups.items():
+        out.append(f"{group}:")
+        for option in members:
+            names = [f"-{shorts[option.name]}"] if option.name in shorts else []
+            names.append(f"--{option.name}")
+            names += [f"--{alias}" for alias in option.aliases]
+            head = ", ".join(names)
+            if option.takes != FLAG:
+                head += f" {option.metavar}" if option.takes != OPTIONAL else f"[={option.metavar}]"
+            out.append(f"  {head}")
+            out.append(f"      {option.help}")
+        out.append("")
+    wrap = textwrap.TextWrapper(
+        width=96, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False
+    )
+    out.append("uWSGI keys accepted without effect (named in one warning):")
+    out += wrap.wrap(", ".join(sorted(ACCEPTED_NOOP)))
+    out.append("uWSGI keys refused (one line says why):")
+    out += wrap.wrap(", ".join(sorted(REFUSED)) + ", emperor-*, fastrouter-*, spooler-*, ...")
+    out += [
+        "",
+        "other: --ini FILE[:SECTION] (repeatable), --reload PIDFILE, --stop PIDFILE,",
+        "       --help, --version",
+        "",
+        EPILOG,
+    ]
+    return "\n".join(out)
 
 
 CONTROL_COMMANDS = ("reload", "stop", "status")
 DEPLOY_COMMANDS = ("deploy", "releases", "rollback", "systemd-unit")
 
 
-def control_main(argv: list) -> int:
-    """`forklift reload|stop|status --pidfile F`: act on a running master."""
-    from . import control
-
-    p = _Parser(prog=f"forklift {argv[0]}", description=control_main.__doc__)
-    p.add_argument("--pidfile", metavar="FILE", help="the master's pidfile")
-    p.add_argument("--stats", metavar="ADDR", help="the master's --stats address (status)")
-    p.add_argument("--timeout", type=seconds, default=None, help="seconds to wait")
-    if argv[0] == "reload":
-        p.add_argument("--health-check", metavar="PATH", help="new workers must answer 2xx")
-        p.add_argument("--health-host", metavar="HOST", help="Host for the health check")
-    if argv[0] == "stop":
-        p.add_argument("--graceful", action="store_true", help="TERM: finish requests first")
-    if argv[0] == "status":
-        p.add_argument("--json", action="store_true", help="print the raw JSON document")
-    args = p.parse_args(argv[1:])
-    if not args.pidfile and not (argv[0] == "status" and args.stats):
-        p.error("--pidfile is required")
-    try:
-        if argv[0] == "reload":
-            status = control.reload(
-                args.pidfile, args.timeout or 120.0, args.health_check, args.health_host
-            )
-            print(f"reloaded: generation {status['generation']} is serving")
-        elif argv[0] == "stop":
-            control.stop(args.pidfile, args.graceful, args.timeout or 60.0)
-            print("stopped")
-        else:
-            status = control.fetch_status(args.pidfile, args.stats)
-            if args.json:
-                import json
-
-                print(json.dumps(status, indent=2))
-            else:
-                print(control.format_status(status))
-    except control.ControlError as exc:
-        print(f"forklift {argv[0]}: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+def _fail(message: str, code: int = 2, prog: str = "forklift") -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: list | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in CONTROL_COMMANDS:
+        from .control import control_main
+
         return control_main(argv)
     if argv and argv[0] in DEPLOY_COMMANDS:
         from .deploy.cli import main as deploy_main
@@ -460,31 +326,38 @@ def main(argv: list | None = None) -> int:
         from .nginx import main as nginx_main
 
         return nginx_main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.app and not args.ini and args.app.endswith(".ini") or ".ini:" in (args.app or ""):
-        args.ini, args.app = args.app, None  # `forklift uwsgi.ini`, as `uwsgi uwsgi.ini`
     try:
-        config = config_from_args(args)
+        cmd = parse_command_line(argv)
     except ConfigError as exc:
-        print(f"forklift: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
+    if cmd.action == "help":
+        print(help_text())
+        return 0
+    if cmd.action == "version":
+        print(f"forklift {__version__}")
+        return 0
+    if cmd.action in ("reload", "stop"):
+        from .control import act_on_pidfile
+
+        return act_on_pidfile(cmd.action, cmd.action_arg)
+    try:
+        config = build_config(cmd)
+    except ConfigError as exc:
+        return _fail(str(exc))
     for warning in config.ini_warnings:
         print(f"forklift: warning: {warning}", file=sys.stderr)
     from .server import serve  # imported late: --help must not pay for the server modules
 
     def reload_config() -> Config:
-        """HUP: read the ini file again; the command line still overrides it."""
-        fresh = config_from_args(args)
+        """HUP: read the ini files again; the command line still overrides them."""
+        fresh = build_config(cmd, reload=True)
         for warning in fresh.ini_warnings:
             print(f"forklift: warning: {warning}", file=sys.stderr)
         return fresh
 
     try:
-        return serve(config, reload_config if args.ini else None)
+        return serve(config, reload_config if cmd.inis else None)
     except ConfigError as exc:
-        print(f"forklift: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
     except AppImportError as exc:
-        print(f"forklift: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), 1)

@@ -117,20 +117,25 @@ def tls_of(index: int, listener_address: ListenAddress, addresses: list):
     return listener_address.tls
 
 
+def _error(key: str, why: str) -> ConfigError:
+    """`key: why`, or just `why` when the caller names the key itself (file, line, value)."""
+    return ConfigError(f"{key}: {why}" if key else why)
+
+
 def parse_address(text: str, protocol: str, key: str = "--http") -> ListenAddress:
     """Parse `host:port`, `:port`, `[v6]:port`, `unix:/path` or a bare `/path` (a unix socket)."""
     text = text.strip()
     if text.startswith("unix:"):
         path = text[5:]
         if not path:
-            raise ConfigError(f"{key}: empty unix socket path in {text!r}")
+            raise _error(key, f"empty unix socket path in {text!r}")
         return ListenAddress(protocol, path=path)
     if "/" in text or text.endswith(".sock"):
         return ListenAddress(protocol, path=text)
     if text.startswith("["):
         host, sep, port = text[1:].partition("]:")
         if not sep:
-            raise ConfigError(f"{key}: expected [ipv6]:port, got {text!r}")
+            raise _error(key, f"expected [ipv6]:port, got {text!r}")
     else:
         host, sep, port = text.rpartition(":")
         if not sep:
@@ -139,13 +144,13 @@ def parse_address(text: str, protocol: str, key: str = "--http") -> ListenAddres
         host = ""
     port = port.strip()
     if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{key}: bad port in {text!r}")
+        raise _error(key, f"bad port in {text!r}")
     if host and host != "localhost":
         try:
             ipaddress.ip_address(host)
         except ValueError:
             if not _hostname.fullmatch(host):
-                raise ConfigError(f"{key}: bad host in {text!r}") from None
+                raise _error(key, f"bad host in {text!r}") from None
     return ListenAddress(protocol, host=host, port=int(port))
 
 
@@ -162,7 +167,7 @@ def parse_networks(text: str, key: str) -> tuple:
         try:
             nets.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            raise ConfigError(f"{key}: not an IP address or network: {item!r}") from None
+            raise _error(key, f"not an IP address or network: {item!r}") from None
     return tuple(nets)
 
 
@@ -174,7 +179,7 @@ def parse_size(text: str, key: str) -> int:
         mult = {"k": 1024, "m": 1024**2, "g": 1024**3}[t[-1]]
         t = t[:-1]
     if not (t.isascii() and t.isdigit()):
-        raise ConfigError(f"{key}: expected a size in bytes (e.g. 65536, 64k, 10m), got {text!r}")
+        raise _error(key, f"expected a size in bytes (e.g. 65536, 64k, 10m), got {text!r}")
     return int(t) * mult
 
 
@@ -249,6 +254,8 @@ class Config:
     exec_asap: list = field(default_factory=list)  # commands run once before anything
     hook_pre_app: list = field(default_factory=list)  # "exec:cmd" run before the app import
     strict: bool = False
+    file_wrapper: bool = True  # wsgi-disable-file-wrapper turns it off
+    syslog: tuple | None = None  # (ident, facility, (host, port) or None): error log copy
     need_app: bool = True
     lazy_apps: bool = True
     chmod_socket: int | None = None
@@ -257,6 +264,9 @@ class Config:
     gid: str | None = None
     umask: int | None = None
     ini_warnings: list = field(default_factory=list)
+    # attr -> where its value was written ("FILE:LINE: key = value" or "--key 'value'"),
+    # so a check made later (chdir exists, pidfile writable) names the line to fix
+    origins: dict = field(default_factory=dict)
 
     # --- logging
     access_log: str | None = "-"  # "-" = stdout; None = off (--disable-logging)
@@ -281,8 +291,8 @@ class Config:
         for name in ("head_timeout", "keepalive_timeout", "socket_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be positive")
-        if not 1 <= self.buffer_size <= 65535:
-            raise ConfigError("--buffer-size: must be between 1 and 65535 (uwsgi's 16-bit size)")
+        if not 1 <= self.buffer_size <= 65536:
+            raise ConfigError("--buffer-size: must be between 1 and 65536 (uwsgi's 16-bit size)")
         if self.script_name:
             if not self.script_name.startswith("/"):
                 raise ConfigError(f"--mount: prefix must start with '/', got {self.script_name!r}")
@@ -309,6 +319,12 @@ class Config:
                 for a in self.listeners
             ]
         return self
+
+    def where(self, attr: str, option: str | None = None) -> str:
+        """Where `attr` was set, for an error message: its file and line, or its option."""
+        if attr in self.origins:
+            return self.origins[attr]
+        return f"--{option or attr.replace('_', '-')} {getattr(self, attr)!r}"
 
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)

@@ -165,3 +165,87 @@ def format_status(status: dict) -> str:
             f" {state:>8} {w['rss_mb']:>8.1f}"
         )
     return "\n".join(lines)
+
+
+# --- the command line: `forklift reload|stop|status`, `forklift --reload|--stop PIDFILE` ------
+
+
+def pidfile_from_ini(spec: str) -> tuple:
+    """(pidfile, stats) as an ini file names them, for `forklift stop --ini uwsgi.ini`.
+
+    A relative pidfile is relative to the current directory, as for the server: it writes
+    the pidfile before any `chdir` (uWSGI does the same), so run both from one directory."""
+    from .errors import ConfigError
+    from .ini_config import config_from_ini
+
+    try:
+        config = config_from_ini(spec)
+    except ConfigError as exc:
+        raise ControlError(str(exc)) from None
+    if not config.pidfile and not config.stats:
+        raise ControlError(f"{spec} names no pidfile (and no stats): give --pidfile FILE")
+    pidfile = os.path.abspath(config.pidfile) if config.pidfile else None
+    return pidfile, config.stats
+
+
+def act_on_pidfile(action: str, pidfile: str) -> int:
+    """uWSGI's `--reload PIDFILE` and `--stop PIDFILE`, on forklift's master."""
+    import sys
+
+    try:
+        if action == "reload":
+            status = reload(pidfile)
+            print(f"reloaded: generation {status['generation']} is serving")
+        else:
+            stop(pidfile, graceful=True)
+            print("stopped")
+    except ControlError as exc:
+        print(f"forklift --{action}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def control_main(argv: list) -> int:
+    """`forklift reload|stop|status --pidfile F | --ini F`: act on a running master."""
+    import sys
+
+    from .argtypes import OneLineParser, seconds
+
+    command = argv[0]
+    p = OneLineParser(prog=f"forklift {command}", description=control_main.__doc__)
+    p.add_argument("--pidfile", metavar="FILE", help="the master's pidfile")
+    p.add_argument("--ini", metavar="FILE[:SECTION]", help="the server's ini: its pidfile")
+    p.add_argument("--stats", metavar="ADDR", help="the master's --stats address (status)")
+    p.add_argument("--timeout", type=seconds, default=None, help="seconds to wait")
+    if command == "reload":
+        p.add_argument("--health-check", metavar="PATH", help="new workers must answer 2xx")
+        p.add_argument("--health-host", metavar="HOST", help="Host for the health check")
+    if command == "stop":
+        p.add_argument("--graceful", action="store_true", help="TERM: finish requests first")
+    if command == "status":
+        p.add_argument("--json", action="store_true", help="print the raw JSON document")
+    args = p.parse_args(argv[1:])
+    try:
+        if args.ini and not args.pidfile:
+            args.pidfile, ini_stats = pidfile_from_ini(args.ini)
+            args.stats = args.stats or (ini_stats if not args.pidfile else None)
+        if not args.pidfile and not (command == "status" and args.stats):
+            p.error("--pidfile (or --ini naming one) is required")
+        if command == "reload":
+            status = reload(
+                args.pidfile, args.timeout or 120.0, args.health_check, args.health_host
+            )
+            print(f"reloaded: generation {status['generation']} is serving")
+        elif command == "stop":
+            stop(args.pidfile, args.graceful, args.timeout or 60.0)
+            print("stopped")
+        else:
+            status = fetch_status(args.pidfile, args.stats)
+            if args.json:
+                print(json.dumps(status, indent=2))
+            else:
+                print(format_status(status))
+    except ControlError as exc:
+        print(f"forklift {command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -111,6 +111,7 @@ class Master:
         self.next_spawn_at = 0.0
         self.boot_errors = {}  # pid -> the reason a worker gave before exiting at boot
         self.ever_ready = False  # until one worker boots, a boot failure is fatal
+        self.on_ready = None  # called once, when the first worker serves (daemon.py)
         self.health = {}  # generation -> (path, host): checked in each worker before traffic
         if config.health_check:
             self.health[1] = (config.health_check, config.health_host)
@@ -257,6 +258,8 @@ class Master:
                 if not self.ever_ready:
                     self.ever_ready = True
                     notify_systemd(f"READY=1\nMAINPID={os.getpid()}")
+                    if self.on_ready is not None:
+                        self.on_ready()
                 self.boot_failures = 0
                 self._check_reload_done()
             elif kind == "changed":

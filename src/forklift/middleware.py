@@ -51,3 +51,15 @@ class AddHeaders:
             return start_response(status, list(headers) + extra, exc_info)
 
         return self.app(environ, add)
+
+
+class WithoutFileWrapper:
+    """uWSGI's `wsgi-disable-file-wrapper`: the app finds no `wsgi.file_wrapper` in the
+    environ (PEP 3333 makes it optional), for apps whose file objects a wrapper mishandles."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        environ.pop("wsgi.file_wrapper", None)
+        return self.app(environ, start_response)

@@ -8,7 +8,7 @@ import sys
 
 from . import sockets
 from .appload import load_app
-from .errors import ConfigError
+from .errors import AppImportError, ConfigError
 from .log import error_log, setup_error_log
 from .master import Master
 
@@ -26,14 +26,16 @@ def serve(config, reload_config=None) -> int:
     """Serve until stopped; the return value is the process exit code.
 
     `reload_config`, when given, is called on HUP to re-read the configuration file.
+    With `daemonize`, every check that can be made is made before detaching, and the
+    foreground process exits only once the daemon serves (or failed): see `daemon.py`.
     """
-    if config.daemonize:
-        daemonize(config.daemonize)
-    setup_error_log(config.error_log, config.log_level)
+    check_paths(config)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     raise_fd_limit()
     if config.umask is not None:
         os.umask(config.umask)
+    if not config.daemonize:
+        setup_error_log(config.error_log, config.log_level)
     for command in config.exec_asap:
         run_hook(command, "exec-asap")
     if any(address.tls is not None for address in config.listeners):
@@ -42,6 +44,23 @@ def serve(config, reload_config=None) -> int:
         check_tls_files(config.listeners)  # a bad certificate stops the start before binding
     listeners = open_listeners(config)
     try:
+        readiness = None
+        if config.daemonize:
+            from . import daemon
+
+            if not config.hook_pre_app:  # hooks may be what the import needs: not run twice
+                try:
+                    daemon.check_app_in_child(
+                        config, lambda: drop_privileges(config.uid, config.gid, quiet=True)
+                    )
+                except AppImportError as exc:
+                    if config.need_app:
+                        raise
+                    print(f"forklift: warning: {exc} (need-app = false: starting)", file=sys.stderr)
+            readiness = daemon.detach(config, [describe(listener) for listener in listeners])
+            setup_error_log(config.error_log, config.log_level)
+        if config.syslog:
+            add_syslog(*config.syslog)
         for listener in listeners:
             error_log.info(
                 "listening on %s (%s)%s",
@@ -70,6 +89,8 @@ def serve(config, reload_config=None) -> int:
         if config.chown_socket:
             chown_sockets(listeners, config.chown_socket)
         master = Master(config, listeners, reload_config)
+        if readiness is not None:
+            master.on_ready = readiness.ready
         master.open_control()  # bound as root too, like the listeners and the pidfile
         drop_privileges(config.uid, config.gid)
         for hook in config.hook_pre_app:
@@ -86,6 +107,93 @@ def serve(config, reload_config=None) -> int:
                 remove_pidfile(config.pidfile)
     finally:
         sockets.close_all(listeners, unlink=True)
+
+
+def check_paths(config) -> None:
+    """What would fail later, checked now and said in one line naming where it was set:
+    the chdir and the wsgi-file exist, log and pid files can be written. A missing log or
+    pidfile directory is created (as `mkdir -p`, owned by uid/gid when given)."""
+    chdir = config.chdir
+    if chdir and not os.path.isdir(chdir):
+        raise ConfigError(f"{config.where('chdir')}: no such directory")
+    if config.wsgi_file:
+        base = chdir or os.getcwd()
+        path = os.path.join(base, config.wsgi_file)
+        if not os.path.isfile(path):
+            where = "chdir" if chdir else "the current directory"
+            raise AppImportError(
+                f"{config.where('wsgi_file', 'wsgi-file')}: no such file in {base} ({where})"
+            )
+    if os.geteuid() == 0:
+        owner, _, group = (config.chown_socket or "").partition(":")
+        for uid, gid, attrs in (
+            (config.uid, config.gid, ("uid", "gid")),
+            (owner or None, group or None, ("chown_socket", "chown_socket")),
+        ):
+            try:
+                _ids(uid, gid)
+            except ConfigError as exc:
+                attr = attrs[0] if str(exc).startswith("uid") else attrs[1]
+                raise ConfigError(f"{config.where(attr)}: {str(exc).split(': ', 1)[1]}") from None
+    for attr, path in (
+        ("daemonize", config.daemonize),
+        ("error_log", config.error_log),
+        ("access_log", config.access_log if config.access_log != "-" else None),
+        ("pidfile", config.pidfile),
+    ):
+        if path:
+            _check_writable(config, attr, path)
+    access_log = config.access_log if config.access_log != "-" else None
+    if access_log and os.geteuid() == 0 and (config.uid or config.gid):
+        # Each worker opens the access log after becoming uid/gid: it must be theirs to open.
+        uid, gid = _ids(config.uid, config.gid)
+        fd = os.open(access_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+        finally:
+            os.close(fd)
+
+
+def _check_writable(config, attr: str, path: str) -> None:
+    where = config.where(attr, {"error_log": "logto"}.get(attr))
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        try:
+            os.makedirs(directory, 0o755)
+        except OSError as exc:
+            raise ConfigError(
+                f"{where}: cannot create the directory {directory}: {exc.strerror}"
+            ) from None
+        if os.geteuid() == 0 and (config.uid or config.gid):
+            uid, gid = _ids(config.uid, config.gid)
+            os.chown(directory, -1 if uid is None else uid, -1 if gid is None else gid)
+        print(f"forklift: created the directory {directory} ({where})", file=sys.stderr)
+    if os.path.isdir(path):
+        raise ConfigError(f"{where}: {path} is a directory, not a file")
+    target = path if os.path.exists(path) else directory
+    if not os.access(target, os.W_OK):
+        raise ConfigError(f"{where}: {target} is not writable")
+
+
+def add_syslog(ident: str, facility: str, address=None) -> None:
+    """uWSGI's syslog loggers: the error log goes to syslog too, to `address` (host, port)
+    over UDP, else to /dev/log (else to localhost:514, where a syslog daemon may listen)."""
+    import logging
+    import logging.handlers
+
+    code = logging.handlers.SysLogHandler.facility_names.get(facility.lower())
+    if code is None:
+        error_log.warning("syslog facility %r unknown; using 'user'", facility)
+        code = logging.handlers.SysLogHandler.LOG_USER
+    if address is None:
+        address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
+    try:
+        handler = logging.handlers.SysLogHandler(address, facility=code)
+    except OSError as exc:
+        error_log.warning("syslog: cannot reach %s (%s); the error log stays here", address, exc)
+        return
+    handler.setFormatter(logging.Formatter(f"{ident}[%(process)d]: %(message)s"))
+    error_log.addHandler(handler)
 
 
 def scheme(address) -> str:
@@ -152,13 +260,19 @@ def _ids(uid: str | None, gid: str | None) -> tuple:
             gid_n = int(gid) if gid.isdecimal() else grp.getgrnam(gid).gr_gid
         if uid:
             uid_n = int(uid) if uid.isdecimal() else pwd.getpwnam(uid).pw_uid
-    except KeyError as exc:
-        raise ConfigError(f"uid/gid: no such user or group: {exc}") from None
+    except KeyError:
+        which = (
+            f"uid {uid!r}: no such user" if uid and uid_n is None else f"gid {gid!r}: no such group"
+        )
+        raise ConfigError(which) from None
     return uid_n, gid_n
 
 
 def chown_sockets(listeners, owner: str) -> None:
-    """chown-socket = user[:group] on every unix socket listener."""
+    """chown-socket = user[:group] on every unix socket listener (only root may give away)."""
+    if os.geteuid() != 0:
+        error_log.warning("chown-socket %s ignored: not running as root", owner)
+        return
     user, _, group = owner.partition(":")
     uid, gid = _ids(user or None, group or None)
     for listener in listeners:
@@ -166,18 +280,22 @@ def chown_sockets(listeners, owner: str) -> None:
             os.chown(listener.address.path, -1 if uid is None else uid, -1 if gid is None else gid)
 
 
-def drop_privileges(uid: str | None, gid: str | None) -> None:
-    """After binding and writing the pidfile as root, become uid/gid before any app code."""
+def drop_privileges(uid: str | None, gid: str | None, quiet: bool = False) -> None:
+    """After binding and writing the pidfile as root, become uid/gid before any app code.
+    Not root: nothing to drop, as in uWSGI (the server runs as whoever started it)."""
     if not uid and not gid:
+        return
+    if os.geteuid() != 0:
+        if not quiet:
+            error_log.warning("uid/gid %s/%s ignored: not running as root", uid, gid)
         return
     uid_n, gid_n = _ids(uid, gid)
     try:
         if gid_n is not None:
-            if os.geteuid() == 0:
-                os.setgroups([gid_n])
+            os.setgroups([gid_n])
             os.setgid(gid_n)
         if uid_n is not None:
-            if gid_n is None and os.geteuid() == 0:
+            if gid_n is None:
                 import pwd
 
                 os.setgroups([pwd.getpwuid(uid_n).pw_gid])
@@ -185,7 +303,8 @@ def drop_privileges(uid: str | None, gid: str | None) -> None:
             os.setuid(uid_n)
     except PermissionError as exc:
         raise ConfigError(f"uid/gid: cannot switch to {uid}/{gid}: {exc.strerror}") from None
-    error_log.info("running as uid %d, gid %d", os.getuid(), os.getgid())
+    if not quiet:
+        error_log.info("running as uid %d, gid %d", os.getuid(), os.getgid())
 
 
 def write_pidfile(path: str) -> None:
@@ -218,21 +337,3 @@ def remove_pidfile(path: str) -> None:
         os.unlink(path)
     except (OSError, ValueError):
         pass
-
-
-def daemonize(logfile: str) -> None:
-    """Detach (double fork, new session); stdout and stderr go to `logfile` (uWSGI's -d)."""
-    if os.fork():
-        os._exit(0)
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-    fd = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    os.close(null)
-    sys.stdout = os.fdopen(1, "w", buffering=1)
-    sys.stderr = os.fdopen(2, "w", buffering=1)

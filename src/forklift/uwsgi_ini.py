@@ -30,9 +30,11 @@ business. It follows uWSGI 2.0's reader step by step, because real files rely on
 
 Where uWSGI fails silently or loops forever, this reader stops with a `ConfigError` naming the
 file and line: a missing file, an include cycle, a `%(name)` cycle, nested logic blocks, an
-unreadable `@(file)` (uWSGI substitutes nothing), a remote source (`http://`, `exec://`, ...:
-only plain files are read; nothing is executed). Relative paths in `ini =`, `@()` and the
-`if-*` tests are relative to the current directory, as in uWSGI (use `%d` for the file's own).
+unreadable `@(file)` (uWSGI substitutes nothing), a remote source (`http://`, ...: only
+plain files are read), a git merge-conflict marker left in the file. `@(exec://CMD)` runs the
+operator's command through the shell, as uWSGI does, for at most 10 seconds. Relative paths
+in `ini =`, `@()` and the `if-*` tests are relative to the current directory, as in uWSGI
+(use `%d` for the file's own).
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ _PLACEHOLDER_KEYS = frozenset(("set-placeholder", "set-ph"))
 #: Keys the reader acts on and removes (includes of .ini files, logic blocks).
 CONSUMED_KEYS = _IF_KEYS | _FOR_KEYS | _END_KEYS | _INCLUDE_KEYS | {"else"}
 
+# What git writes around a conflict: 7 marker characters, alone or followed by a space.
+_CONFLICT_MARKER = re.compile(r"(<{7}|={7}|>{7}|\|{7})( |$)")
+_EXEC_TIMEOUT = 10.0  # @(exec://CMD) is the operator's own command; a hung one is a config error
 _atoi = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 _number = re.compile(r"[0-9]+")
 
@@ -258,6 +263,28 @@ def _read_file(path: str, where: str, what: str) -> bytes:
     return data
 
 
+def _run_exec(command: str, where: str) -> str:
+    """`@(exec://CMD)`: the command's standard output, as uWSGI reads it; bounded in time,
+    because a config read that never ends is a server that never starts."""
+    import subprocess
+
+    try:
+        result = subprocess.run(
+            command,
+            shell=True,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            timeout=_EXEC_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise ConfigError(
+            f"{where}: @(exec://{command}) did not finish within {_EXEC_TIMEOUT:.0f} s"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: @(exec://{command}): {exc.strerror}") from None
+    return _decode(result.stdout[:_MAX_VALUE_CHARS])
+
+
 class _Reader:
     def __init__(self, reload: bool):
         self.reload = reload
@@ -314,6 +341,11 @@ class _Reader:
             if not text:
                 continue
             first = text[0]
+            if first in "<=>|" and _CONFLICT_MARKER.match(text):
+                raise ConfigError(
+                    f"{display}:{number}: {text[:7]!r} is a git merge-conflict marker: "
+                    "resolve the conflict in this file first"
+                )
             if first == "[":
                 current = text[1:-1]
                 found = found or current == section
@@ -523,9 +555,12 @@ class _Reader:
 
     def _file_value(self, path: str, option: _Option) -> str:
         where = f"{option.file}:{option.line}"
-        if "://" in path:
-            raise ConfigError(f"{where}: @({path!r}): only plain files are read, nothing is run")
-        text = _decode(_read_file(path, where, "@() file"))
+        if path.startswith("exec://"):
+            text = _run_exec(path[len("exec://") :], where)
+        elif "://" in path:
+            raise ConfigError(f"{where}: @({path!r}): accepted: a file path or exec://COMMAND")
+        else:
+            text = _decode(_read_file(path, where, "@() file"))
         # uWSGI drops one line ending; a CRLF file loses both characters here.
         if text.endswith("\n"):
             text = text[:-1]

@@ -214,7 +214,7 @@ def test_validate_without_any_app_says_how_to_give_one():
         ("keepalive_timeout", -1.0, "--keepalive-timeout"),
         ("socket_timeout", 0.0, "--socket-timeout"),
         ("buffer_size", 0, "--buffer-size"),
-        ("buffer_size", 65536, "--buffer-size"),
+        ("buffer_size", 65537, "--buffer-size"),
         ("script_name", "app", "--mount"),
     ],
 )

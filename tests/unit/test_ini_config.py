@@ -87,7 +87,7 @@ def test_uwsgi_and_http_sockets_together(ini):
 
 
 def test_unknown_protocol_is_refused(ini):
-    with pytest.raises(ConfigError, match=r":3: protocol: .*fastcgi"):
+    with pytest.raises(ConfigError, match=r":3: protocol = .*fastcgi"):
         load(ini, "socket = :6000", "protocol = fastcgi")
 
 
@@ -96,7 +96,7 @@ def test_bad_socket_address_names_file_line_and_key(ini):
     with pytest.raises(ConfigError) as raised:
         config_from_ini(path)
     message = str(raised.value)
-    assert message.startswith(f"{path}:3: socket: ")
+    assert message.startswith(f"{path}:3: socket = ")
     assert "99999" in message
 
 
@@ -133,7 +133,7 @@ def test_env_keeps_name_and_value(ini):
 
 
 def test_env_without_equals_is_an_error(ini):
-    with pytest.raises(ConfigError, match=r":2: env: "):
+    with pytest.raises(ConfigError, match=r":2: env = "):
         load(ini, "env = JUSTANAME")
 
 
@@ -145,7 +145,7 @@ def test_mount(ini):
 
 @pytest.mark.parametrize("value", ["api=app:x", "/api", "/api="])
 def test_bad_mount_is_an_error(ini, value):
-    with pytest.raises(ConfigError, match=r":2: mount: "):
+    with pytest.raises(ConfigError, match=r":2: mount = "):
         load(ini, f"mount = {value}")
 
 
@@ -155,7 +155,7 @@ def test_static_map(ini):
 
 
 def test_bad_static_map_is_an_error(ini):
-    with pytest.raises(ConfigError, match=r":2: static-map: "):
+    with pytest.raises(ConfigError, match=r":2: static-map = "):
         load(ini, "static-map = /srv/app/static")
 
 
@@ -165,7 +165,7 @@ def test_add_header(ini):
 
 
 def test_bad_add_header_is_an_error(ini):
-    with pytest.raises(ConfigError, match=r":2: add-header: "):
+    with pytest.raises(ConfigError, match=r":2: add-header = "):
         load(ini, "add-header = NoColonHere")
 
 
@@ -195,7 +195,7 @@ def test_chmod_socket(ini, value, mode):
 
 
 def test_chmod_socket_not_octal_is_an_error(ini):
-    with pytest.raises(ConfigError, match=r":2: chmod-socket: "):
+    with pytest.raises(ConfigError, match=r":2: chmod-socket = "):
         load(ini, "chmod-socket = 689")
 
 
@@ -243,7 +243,7 @@ def test_numeric_value_with_a_trailing_comment_is_read_as_uwsgi_does(ini, line, 
 
 
 def test_negative_number_is_refused_where_a_count_is_expected(ini):
-    with pytest.raises(ConfigError, match=r":2: processes: must be at least 1"):
+    with pytest.raises(ConfigError, match=r":2: processes = -1: must be at least 1"):
         load(ini, "processes = -1")
 
 
@@ -283,7 +283,7 @@ def test_refused_key_names_key_file_and_line(ini, line, key):
     with pytest.raises(ConfigError) as raised:
         config_from_ini(path)
     message = str(raised.value)
-    assert message.startswith(f"{path}:4: {key}: ")
+    assert message.startswith(f"{path}:4: {key} = ")
     assert "\n" not in message
 
 
@@ -392,7 +392,7 @@ def test_zero_workers_or_threads_names_the_ini_line(tmp_path):
         try:
             config_from_ini(str(ini))
         except ConfigError as exc:
-            assert str(exc).startswith(f"{ini}:3: {key}:"), exc
+            assert str(exc).startswith(f"{ini}:3: {key} = 0: "), exc
         else:
             raise AssertionError(f"{key} = 0 was accepted")
 
@@ -408,7 +408,7 @@ def test_logger_file_sends_logs_to_the_file(tmp_path):
     config = config_from_ini(str(ini))
     assert config.error_log == "/var/log/app/error.log"
     assert config.access_log == "/var/log/app/access.log"
-    ini.write_text("[uwsgi]\nmodule = app\nlogger = syslog:myapp\n")
+    ini.write_text("[uwsgi]\nmodule = app\nlogger = zeromq:tcp://127.0.0.1:9191\n")
     config, warnings = read_with_warnings(str(ini))
     assert config.error_log is None
-    assert any("only file:PATH" in w for w in warnings)
+    assert any(":3: logger = zeromq:" in w and "only file:PATH" in w for w in warnings)

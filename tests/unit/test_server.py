@@ -93,7 +93,7 @@ def test_a_failing_hook_stops_the_start_with_its_exit_code(tmp_path):
 
 
 def test_an_unknown_user_is_a_config_error():
-    with pytest.raises(ConfigError, match="uid/gid: no such user or group"):
+    with pytest.raises(ConfigError, match="uid 'no-such-user-forklift': no such user"):
         server.drop_privileges("no-such-user-forklift", None)
 
 

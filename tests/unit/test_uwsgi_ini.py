@@ -332,13 +332,45 @@ def test_file_content_relative_to_cwd(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "source", ["/nonexistent/forklift-test", "exec://id", "http://example.test/x", "sym://x"]
+    "source", ["/nonexistent/forklift-test", "http://example.test/x", "sym://x"]
 )
 def test_unreadable_or_remote_file_is_an_error(tmp_path, source):
     path = tmp_path / "bad.ini"
     path.write_text(f"[uwsgi]\nsocket = :1\nsecret = @({source})\n")
     with pytest.raises(ConfigError, match=rf"^{path}:3: "):
         read_ini(str(path))
+
+
+def test_exec_source_runs_the_operators_command(tmp_path):
+    # uWSGI's @(exec://CMD): the command's output, one line ending dropped. `%%` is how a
+    # percent sign survives the magic-variable pass, in uWSGI as here.
+    path = tmp_path / "exec.ini"
+    path.write_text("[uwsgi]\nstamp = @(exec://printf 'v%%s\\n' 42)\nprocesses = 2\n")
+    assert values(str(path)) == {"stamp": "v42", "processes": "2"}
+
+
+def test_exec_source_that_hangs_is_bounded(tmp_path, monkeypatch):
+    from forklift import uwsgi_ini
+
+    monkeypatch.setattr(uwsgi_ini, "_EXEC_TIMEOUT", 0.3)
+    path = tmp_path / "hang.ini"
+    path.write_text("[uwsgi]\nsecret = @(exec://sleep 5)\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"^{path}:2: @\(exec://sleep 5\) did not finish"):
+        read_ini(str(path))
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("marker", ["<<<<<<< HEAD", "=======", ">>>>>>> feature/x"])
+def test_merge_conflict_marker_is_refused_naming_the_line(tmp_path, marker):
+    # A file left half-merged: whichever marker comes first is the line to fix.
+    path = tmp_path / "conflict.ini"
+    path.write_text(f"[uwsgi]\nsocket = :6000\n{marker}\nprocesses = 2\n")
+    with pytest.raises(ConfigError) as raised:
+        read_ini(str(path))
+    message = str(raised.value)
+    assert message.startswith(f"{path}:3: {marker[:7]!r} is a git merge-conflict marker")
+    assert "\n" not in message
 
 
 # --- includes ------------------------------------------------------------------------------------

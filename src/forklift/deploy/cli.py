@@ -20,7 +20,7 @@ from .options import (
     make_pipeline,
 )
 from .releases import AppDir
-from .systemd import unit_text
+from .systemd import ini_unit_text, unit_text
 
 
 def main(argv: list) -> int:
@@ -37,7 +37,12 @@ def main(argv: list) -> int:
     parser = build_parser(command)
     if command == "systemd-unit":
         args, server_options = parser.parse_known_args(argv[1:])
-        server_options = [o for o in server_options if o != "--"]
+        if "--" in server_options:  # what follows `--` passes through unchanged
+            server_options.remove("--")
+        if args.ini:
+            return systemd_ini_main(args, server_options)
+        if not args.app:
+            parser.error("give --app DIR or --ini FILE")
     else:
         args = parser.parse_args(argv[1:])
     if getattr(args, "hosts", None) or getattr(args, "inventory", None):
@@ -153,6 +158,62 @@ def systemd_main(app: AppDir, args, server_options: list) -> int:
         return write_socket_activation(app, args, server_options, header + text)
     sys.stdout.write(header + text)
     return 0
+
+
+def systemd_ini_main(args, server_options: list) -> int:
+    """`systemd-unit --ini uwsgi.ini [-- options]`: the unit runs the ini as it is."""
+    from ..errors import ConfigError
+    from ..ini_config import config_from_ini
+
+    if args.app:
+        print(
+            "forklift systemd-unit: error: give --app DIR or --ini FILE, not both", file=sys.stderr
+        )
+        return 2
+    spec = os.path.abspath(args.ini)
+    ini_dir = os.path.dirname(spec.rpartition(":")[0] if ".ini:" in spec else spec)
+    try:
+        config = config_from_ini(spec)
+    except ConfigError as exc:
+        print(f"forklift systemd-unit: error: {exc}", file=sys.stderr)
+        return 2
+    if config.daemonize:
+        print(
+            f"forklift systemd-unit: error: {config.where('daemonize')}: systemd keeps the "
+            "master in the foreground; remove daemonize from the ini for this unit",
+            file=sys.stderr,
+        )
+        return 2
+    listener_options = ("--http", "--http-socket", "--socket", "--uwsgi-socket", "-s")
+    listeners = [o for o in server_options if o.split("=")[0] in listener_options]
+    if not config.listeners and not listeners:
+        print(
+            f"forklift systemd-unit: note: {spec} names no socket or http: "
+            "the master will listen on 127.0.0.1:8000",
+            file=sys.stderr,
+        )
+    pidfile = args.pidfile or config.pidfile
+    runtime_dir = None
+    if pidfile:
+        pidfile = os.path.join(ini_dir, pidfile)  # relative: to WorkingDirectory, the ini's
+        if args.pidfile:
+            server_options = [*server_options, "--pidfile", pidfile]
+    else:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", os.path.basename(ini_dir)) or "app"
+        runtime_dir = f"forklift-{name}"
+        pidfile = f"/run/{runtime_dir}/master.pid"
+        server_options = [*server_options, "--pidfile", pidfile]
+    text = ini_unit_text(
+        spec,
+        os.path.abspath(pidfile),
+        server_options,
+        user=args.user,
+        group=args.group,
+        description=args.description,
+    )
+    if runtime_dir:
+        text = text.replace("[Service]\n", f"[Service]\nRuntimeDirectory={runtime_dir}\n", 1)
+    sys.stdout.write(f"# forklift systemd-unit --ini {spec}\n" + text)
 
 
 def write_socket_activation(app: AppDir, args, server_options: list, service_text: str) -> int:

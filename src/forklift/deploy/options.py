@@ -143,7 +143,12 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             help="a path in the release (trailing / for a directory), e.g. progress.db",
         )
     else:
-        p.add_argument("--app", metavar="DIR", required=True, help="the app directory")
+        p.add_argument("--app", metavar="DIR", help="the app directory (or --ini)")
+        p.add_argument(
+            "--ini",
+            metavar="FILE[:SECTION]",
+            help="run `forklift --ini FILE` as it is: its listeners, app and pidfile",
+        )
         p.add_argument("--pidfile", metavar="FILE", help="(default: remembered, or in /run)")
         p.add_argument("--user", help="User= of the service")
         p.add_argument("--group", help="Group= of the service")

@@ -82,21 +82,62 @@ def unit_text(
         else:
             rest.append(option)
     exec_start = [forklift] + server_args(app, settings, listen or None, rest)
+    return _unit(
+        exec_start,
+        str(app.root),
+        description or f"forklift serving {app.root}",
+        settings["pidfile"],
+        user=user,
+        group=group,
+        graceful_timeout=graceful_timeout,
+    )
+
+
+def ini_unit_text(
+    ini: str,
+    pidfile: str,
+    server_options: list,
+    *,
+    user: str | None = None,
+    group: str | None = None,
+    description: str | None = None,
+    graceful_timeout: float = 30.0,
+) -> str:
+    """A unit that runs `forklift --ini /abs/uwsgi.ini` and nothing else of its own: the
+    ini's listeners, app and settings hold (no listener is added), `server_options` follow
+    unchanged. The working directory is the ini's, so its relative paths mean what they
+    mean when the operator starts it by hand from there."""
+    forklift = forklift_executable()
+    ini = os.path.abspath(ini)
+    exec_start = [forklift, "--ini", ini, *server_options]
+    return _unit(
+        exec_start,
+        os.path.dirname(ini.rpartition(":")[0] if ".ini:" in ini else ini),
+        description or f"forklift --ini {ini}",
+        pidfile,
+        user=user,
+        group=group,
+        graceful_timeout=graceful_timeout,
+    )
+
+
+def _unit(exec_start, working_dir, description, pidfile, *, user, group, graceful_timeout):
+    forklift = exec_start[0]
     lines = [
         "[Unit]",
-        f"Description={description or f'forklift serving {app.root}'}",
+        f"Description={description}",
         "After=network-online.target",
         "Wants=network-online.target",
         "",
         "[Service]",
         "Type=notify",
         "NotifyAccess=main",
-        f"WorkingDirectory={_escape_path(str(app.root))}",
+        f"WorkingDirectory={_escape_path(working_dir)}",
         "ExecStart=" + join_command(exec_start),
     ]
     lines += [
         # returns once the new generation serves, or fails with the old one still serving
-        "ExecReload=" + join_command([forklift, "reload", "--pidfile", settings["pidfile"]]),
+        "ExecReload=" + join_command([forklift, "reload", "--pidfile", pidfile]),
         "KillSignal=SIGTERM",
         "KillMode=mixed",  # TERM to the master only; it stops its workers gracefully
         f"TimeoutStopSec={int(graceful_timeout) + 10}",
