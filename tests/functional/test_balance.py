@@ -15,8 +15,6 @@ import pytest
 
 from support import wait_until
 
-from .test_master import master  # noqa: F401  (the fixture is used by name)
-
 CLIENTS = 64
 REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 
