@@ -32,6 +32,7 @@ TOOLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "postgresql": ("postgresql", ("/usr/lib/postgresql/*/bin/initdb",)),
     "haproxy": ("haproxy", ("haproxy", "/usr/sbin/haproxy")),
     "prometheus": ("prometheus", ("prometheus", "/usr/bin/prometheus")),
+    "promtool": ("prometheus", ("promtool", "/usr/bin/promtool")),
     "chromium": ("chromium", ("chromium", "/usr/bin/chromium")),
     "sshd": ("openssh-server", ("/usr/sbin/sshd",)),
     "ssh": ("openssh-client", ("ssh",)),

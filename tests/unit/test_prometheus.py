@@ -4,7 +4,6 @@ a document promtool accepts."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -165,7 +164,7 @@ def test_label_values_are_escaped():
     assert "\nforklift_listen_queue_length{" in text
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) absent")
+@pytest.mark.requires("promtool")
 def test_promtool_accepts_the_document():
     rows = rows_with([("GET", "200 OK", "", 0.003, 0, 13), ("POST", "500 X", "u", 1.0, 99, 7)])
     result = subprocess.run(
