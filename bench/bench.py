@@ -87,7 +87,10 @@ def unix_socket_path(port: int) -> str:
     return os.path.join(tempfile.gettempdir(), f"forklift-bench-{port}.sock")
 
 
-def _forklift(threads: int, unix: bool = False):
+BEFORE_SRC: list = []  # --before: the src/ directory of an older forklift checkout
+
+
+def _forklift(threads: int, unix: bool = False, extra: tuple = (), before: bool = False):
     def argv(target, port, proto):
         listener = "--socket" if proto == "uwsgi" else "--http"
         address = f"{HOST}:{port}"
@@ -97,9 +100,14 @@ def _forklift(threads: int, unix: bool = False):
             # nginx's workers run as another user: they need write permission on the socket
             # (umask 000 for the exec'd server, which keeps the shell's pid).
             prefix = ["/bin/sh", "-c", 'umask 000 && exec "$0" "$@"']
+        program = [str(VBIN / "forklift")]
+        if before:
+            # the older checkout's package first on the path, the same interpreter and venv
+            program = ["/usr/bin/env", f"PYTHONPATH={BEFORE_SRC[0]}", str(VBIN / "python")]
+            program += ["-m", "forklift"]
         return [
             *prefix,
-            str(VBIN / "forklift"),
+            *program,
             listener,
             address,
             "--processes",
@@ -109,6 +117,7 @@ def _forklift(threads: int, unix: bool = False):
             "--listen",
             str(LISTEN_BACKLOG),
             "--disable-logging",
+            *extra,
             "--chdir",
             str(APPS_DIR),
             target,
@@ -258,6 +267,21 @@ SERVERS = [
         _forklift(1),
         "http",
         modes=("nginx",),
+    ),
+    Server(
+        "forklift-before",
+        "as forklift, but the code of an older checkout (`--before SRC`, e.g. the commit before "
+        "a change); only with --before",
+        _forklift(1, before=True),
+        "uwsgi",
+    ),
+    Server(
+        "forklift-nometrics",
+        "as forklift with `--disable-metrics` (request counters and latency histograms off); "
+        "hello only: what the metrics cost",
+        _forklift(1, extra=("--disable-metrics",)),
+        "uwsgi",
+        apps=("hello",),
     ),
     Server(
         "forklift-t4",
@@ -1082,7 +1106,10 @@ def _lat(us):
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "kernel": platform.release()}
+    out = {
+        "python": f"{platform.python_version()} ({os.path.realpath(sys.executable)})",
+        "kernel": platform.release(),
+    }
     for dist in (
         "forklift",
         "gunicorn",
@@ -1270,6 +1297,27 @@ def targets(summary) -> list[tuple[str, str, str]]:
             0.9,
             True,
             "t4/t1",
+        )
+    # issue 15: a change of structure costs no speed (within 5% of the code before it)
+    for app in (h, g):
+        for mode in MODES:
+            check(
+                f"{app} {mode}: req/s ≥ 0.95 × the code before (--before)",
+                get("forklift", app, mode, "rps"),
+                get("forklift-before", app, mode, "rps"),
+                0.95,
+                True,
+                "now/before",
+            )
+    # issue 19: metrics are on by default; they may cost at most 3% of req/s
+    for mode in MODES:
+        check(
+            f"hello {mode}: metrics on req/s ≥ 0.97 × metrics off",
+            get("forklift", h, mode, "rps"),
+            get("forklift-nometrics", h, mode, "rps"),
+            0.97,
+            True,
+            "on/off",
         )
     for app in (h, g):
         check(
@@ -1496,7 +1544,13 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=4.0, help="seconds per measured wrk run")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of wrk before each run")
-    p.add_argument("--servers", default=",".join(SERVER_BY_NAME), help="comma-separated subset")
+    p.add_argument("--servers", help="comma-separated subset (default: all)")
+    p.add_argument(
+        "--before",
+        metavar="SRC",
+        help="also run the forklift-before row: the src/ directory of an older checkout "
+        "(git worktree add /tmp/before COMMIT; --before /tmp/before/src)",
+    )
     p.add_argument("--apps", default="hello,gameprogress")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--out", default=str(BENCH / "results"), help="results directory")
@@ -1509,7 +1563,12 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.quick:
         a.rounds, a.duration, a.warmup = 1, 2.0, 0.5
-    a.servers = [s for s in a.servers.split(",") if s]
+    if a.before:
+        BEFORE_SRC.append(os.path.abspath(a.before))
+    default = [n for n in SERVER_BY_NAME if a.before or n != "forklift-before"]
+    a.servers = [s for s in a.servers.split(",") if s] if a.servers else default
+    if "forklift-before" in a.servers and not a.before:
+        p.error("the forklift-before row needs --before SRC")
     a.apps = [x for x in a.apps.split(",") if x]
     a.modes = [x for x in a.modes.split(",") if x]
     for name in a.servers:
