@@ -171,7 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--post-buffering",
         metavar="BYTES",
         type=_size,
-        help="body bytes read before the app is called (default 64k)",
+        help="request body bytes kept in memory; the rest is spooled to a temporary file "
+        "before the app runs (64k; 0: stream bodies to the app)",
+    )
+    g.add_argument(
+        "--stream-request-body",
+        action="store_true",
+        default=None,
+        help="the app reads request bodies from the socket as they arrive (a slow sender "
+        "then holds that request's thread)",
+    )
+    g.add_argument(
+        "--body-temp-dir", metavar="DIR", help="where spooled request bodies go ($TMPDIR)"
+    )
+    g.add_argument(
+        "--response-buffer",
+        metavar="BYTES",
+        type=_size,
+        help="answer bytes held per connection before the app's iterator is advanced (64k)",
     )
     g.add_argument(
         "--buffer-size", metavar="BYTES", type=_size, help="uwsgi packet size limit (4096)"
@@ -302,6 +319,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "max_header_fields": "max_header_fields",
         "limit_post": "max_body_size",
         "post_buffering": "post_buffering",
+        "stream_request_body": "stream_request_body",
+        "body_temp_dir": "body_temp_dir",
+        "response_buffer": "response_buffer",
         "buffer_size": "buffer_size",
         "head_timeout": "head_timeout",
         "keepalive_timeout": "keepalive_timeout",

@@ -9,8 +9,9 @@ answers. A request goes one way: socket read → parser → `wsgi.build_environ`
 Why this shape: with threads = 1 the loop parses, calls the app and answers in one pass with
 no thread hand-off (the hand-off costs more than parsing). With threads > 1 the loop still
 owns every connection between requests (an idle keep-alive client never holds a thread);
-a thread owns a connection only while a request on it runs. Heads, and bodies up to
-`post_buffering`, are read by the loop, so a slow client never ties up a thread either.
+a thread owns a connection only while a request on it runs. Heads and whole bodies are
+read by the loop (`spool.Spool`), and what the kernel will not take of an answer is left to
+the loop (`outbox.pump`), so a slow client never ties up a thread or the worker.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from .connection import BODY, BUSY, FLUSH, HEAD, IDLE, LINGER, Connection, Site,
 from .errors import AppImportError, PeerGone, ProtocolError
 from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
 from .log import AccessLog, error_log, log_app_error, log_notable, setup_error_log
+from .outbox import Answer, pump
 from .pool import Pool
 from .proxy import peer_in
 from .sink import RECV_SIZE, Sink
+from .spool import Spool, SpoolFull
 from .watchdog import Watchdog
 from .wsgi import AppError, build_environ, check_app, run_app
 
@@ -42,6 +45,7 @@ EXIT_BOOT_FAILED = 3  # the exit code of a worker whose app did not import or fa
 _EPOLLIN = select.EPOLLIN
 _ONESHOT = select.EPOLLONESHOT
 _LINGER_SECONDS = 2.0  # after an error answer, read and discard what the client still sends
+_PUMP = "pump"  # a pool item: advance an answer's iterator (the socket is writable)
 
 
 def boot(
@@ -124,6 +128,9 @@ class Worker:
             self.access_log = None
         self.limits = limits_of(config)
         self.inline = config.threads <= 1
+        self.hold = config.response_buffer  # answer bytes held per connection, at most
+        # uWSGI: post-buffering 0 means the app reads the body from the socket as it comes.
+        self.stream_bodies = config.stream_request_body or config.post_buffering <= 0
         self._log_notable = bool(config.log_4xx or config.log_5xx or config.log_slow)
         self._track_busy = config.harakiri > 0
         self.alive = True
@@ -342,7 +349,7 @@ class Worker:
                     continue
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
-            sink = Sink(sock, self.config.socket_timeout, self.inline)
+            sink = Sink(sock, self.config.socket_timeout)
             conn = Connection(sock, peer, site, sink, deadline)
             self._conns[conn.fd] = conn
             self._poller.register(conn.fd, self._conn_flags)
@@ -400,6 +407,10 @@ class Worker:
                 return
             kind = type(event)
             if kind is Data:
+                if conn.spool is not None:
+                    if not self._spool(conn, event.data):
+                        return
+                    continue
                 conn.body.append(event.data)
                 conn.body_size += len(event.data)
                 if conn.body_size > config.post_buffering:
@@ -422,7 +433,9 @@ class Worker:
                     self._warn_dropped(conn.site.protocol, event.dropped)
                 if not event.has_body:
                     continue  # the EndOfMessage follows at once
-                if event.expect_continue or (
+                if not self.stream_bodies:
+                    self._start_spool(conn, event)
+                elif event.expect_continue or (
                     event.content_length is not None
                     and event.content_length > config.post_buffering
                 ):
@@ -432,6 +445,24 @@ class Worker:
                     return
                 conn.phase = BODY
                 conn.deadline = time.monotonic() + config.socket_timeout
+
+    def _start_spool(self, conn, request) -> None:
+        """The loop reads this body whole before the app runs (answering 100 first)."""
+        conn.spool = Spool(self.config.post_buffering, self.config.body_temp_dir)
+        if request.expect_continue and conn.site.protocol.continue_response:
+            try:
+                conn.sink.send(conn.site.protocol.continue_response)
+            except PeerGone:
+                pass  # the next read sees the closed connection
+
+    def _spool(self, conn, data: bytes) -> bool:
+        """Keep a piece of the body; False (after a 507 and close) when the disk is full."""
+        try:
+            conn.spool.write(data)
+        except SpoolFull as exc:
+            self._spool_failed(conn, exc)
+            return False
+        return True
 
     def _run_request(self, conn, in_thread: bool, streaming: bool) -> bool:
         """Run (or queue) the request; True when the caller goes on with the next one."""
@@ -453,6 +484,10 @@ class Worker:
         """A pool thread owns the connection: this request, then any pipelined after it."""
         conn, streaming = item
         try:
+            if streaming is _PUMP:
+                if self._continue_answer(conn) and self._after_request(conn):
+                    self._advance(conn, in_thread=True)
+                return
             self._serve(conn, streaming)
             if self._after_request(conn):
                 self._advance(conn, in_thread=True)
@@ -501,15 +536,22 @@ class Worker:
         conn.phase = IDLE
         conn.head = None
         conn.body = None
+        conn.end_body()
         conn.deadline = time.monotonic() + self.config.keepalive_timeout
         return True
 
     def _serve(self, conn, streaming: bool) -> None:
-        """Run the app for the request whose head (and maybe body) the connection holds."""
+        """Run the app for the request whose head (and maybe body) the connection holds;
+        what the socket will not take now is left to the loop (FLUSH)."""
         request = conn.head
         start = time.monotonic()
         conn.requests += 1
-        environ = build_environ(request, conn.site, conn.peer, conn.body_stream(streaming))
+        try:
+            body = conn.body_stream(streaming)
+        except SpoolFull as exc:
+            self._spool_failed(conn, exc)
+            return
+        environ = build_environ(request, conn.site, conn.peer, body)
         if environ is None:
             self._simple_answer(conn, 404, "no application is mounted at this path")
             return
@@ -521,9 +563,11 @@ class Worker:
             self.busy[ident] = (start, environ["REQUEST_METHOD"], uri)
         if self.slot is not None:
             self.slot.request_started()
+        answer = Answer(response, environ, start, ident)
         try:
-            run_app(self.app, environ, response)
+            answer.body = run_app(self.app, environ, response, self.hold)
         except PeerGone as exc:
+            self._account(answer)
             parser_error = conn.parser.error
             if parser_error is not None and parser_error.status and not response.head_sent:
                 # Not a vanished client: its streamed body was malformed or too large.
@@ -533,19 +577,55 @@ class Worker:
             self._close(conn)
             return
         except Exception as exc:
+            self._account(answer)
             self._app_failed(conn, response, environ, exc)
             return
-        finally:
-            self._account(ident, environ, response, start)
-        if conn.sink.out and conn.fd >= 0:
-            self._await_flush(conn, response.keep_alive)
-        elif not response.keep_alive:
-            self._close(conn)
-
-    def _account(self, ident: int, environ: dict, response, start: float) -> None:
-        """After every request, answered or not: the logs, the scoreboard, max-requests."""
         if ident:
-            self.busy.pop(ident, None)
+            self.busy.pop(ident, None)  # the app's call is over; the loop sends the rest
+        conn.answer = answer
+        self._continue_answer(conn)
+
+    def _continue_answer(self, conn) -> bool:
+        """Send more of the connection's answer (advancing the app's iterator while the
+        socket takes it). True when it is all out and the connection carries on; False when
+        it waits for the socket (FLUSH) or was closed."""
+        answer = conn.answer
+        try:
+            moved, done = pump(conn.sink, answer, self.hold)
+        except PeerGone as exc:
+            error_log.debug("client %s went away: %s", conn.peer, exc)
+            self._close(conn)
+            return False
+        except Exception as exc:  # the app's iterator raised (it is closed already)
+            conn.answer = None
+            self._account(answer)
+            self._app_failed(conn, answer.response, answer.environ, exc)
+            return False
+        if not done:
+            if moved or conn.phase != FLUSH:
+                conn.deadline = time.monotonic() + self.config.socket_timeout
+            self._await_writable(conn)
+            return False
+        conn.answer = None
+        self._account(answer)
+        if not answer.response.keep_alive:
+            self._close(conn)
+            return False
+        conn.phase = BUSY
+        return True
+
+    def _account(self, answer) -> None:
+        """After every request, answered or not: the logs, the scoreboard, max-requests;
+        and the app's close(), exactly once."""
+        try:
+            answer.close()
+        finally:
+            self._log_request(answer)
+
+    def _log_request(self, answer) -> None:
+        environ, response, start = answer.environ, answer.response, answer.start
+        if answer.ident:
+            self.busy.pop(answer.ident, None)
         if self.slot is not None:
             self.slot.request_finished(response.status[:1] == "5")
         if self.access_log is not None:
@@ -556,40 +636,35 @@ class Worker:
         if self.max_requests and self.requests_served >= self.max_requests:
             self.retire(f"served {self.requests_served} requests (max-requests)")
 
-    def _await_flush(self, conn, keep_alive: bool) -> None:
-        """The answer is not all out yet: the loop sends the rest when the client reads,
-        serving others meanwhile; the connection continues (or closes) after that."""
+    def _await_writable(self, conn) -> None:
+        """The socket is full: the loop continues the answer when the client reads, serving
+        others meanwhile (with --threads, a request thread advances an app iterator)."""
         conn.phase = FLUSH
-        conn.flush_keep_alive = keep_alive
-        conn.deadline = time.monotonic() + self.config.socket_timeout
+        flags = select.EPOLLOUT if self.inline else select.EPOLLOUT | _ONESHOT
         try:
-            self._poller.modify(conn.fd, select.EPOLLOUT)
+            self._poller.modify(conn.fd, flags)
         except OSError:
             self._close(conn)
 
     def _on_writable(self, conn) -> None:
-        try:
-            left = conn.sink.write_pending()
-        except PeerGone as exc:
-            error_log.debug("client %s went away: %s", conn.peer, exc)
-            self._close(conn)
+        if not self.inline and conn.answer is not None and conn.answer.needs_app:
+            conn.phase = BUSY  # a thread owns it now: the sweep leaves it alone
+            self._pool.submit((conn, _PUMP), self._pause_accepting)
             return
-        if left is None:
+        if not self._continue_answer(conn):
             return
-        conn.deadline = time.monotonic() + self.config.socket_timeout
-        if left:
-            return
-        if not conn.flush_keep_alive:
-            self._close(conn)
-            return
-        try:
-            self._poller.modify(conn.fd, self._conn_flags)
-        except OSError:
-            self._close(conn)
-            return
-        conn.phase = BUSY
+        if self.inline:
+            try:
+                self._poller.modify(conn.fd, self._conn_flags)
+            except OSError:
+                self._close(conn)
+                return
         if self._after_request(conn):
             self._advance(conn, in_thread=False)
+
+    def _spool_failed(self, conn, exc) -> None:
+        error_log.error("request from %s: %s; answering 507", conn.peer, exc)
+        self._reject(conn, ProtocolError(str(exc), 507))
 
     def _warn_dropped(self, protocol, names) -> None:
         """Fields a peer sent that the parser refused to pass on: one warning per new name."""
@@ -662,6 +737,15 @@ class Worker:
             return
         conn.fd = -1
         self._conns.pop(fd, None)
+        conn.sink.discard()
+        conn.end_body()
+        answer = conn.answer
+        if answer is not None:  # abandoned mid-answer: the app's close() all the same
+            conn.answer = None
+            try:
+                self._account(answer)
+            except Exception:
+                error_log.exception("closing the answer to %s", conn.peer)
         # No epoll unregister: closing the only descriptor of a socket removes it from the
         # epoll set, and it saves a system call on every connection.
         try:
@@ -675,11 +759,17 @@ class Worker:
             phase = conn.phase
             if phase == BUSY or now < conn.deadline:
                 continue
-            if phase == FLUSH and conn.sink.kernel_queue_shrank():
-                # The client reads, slowly: the kernel wakes us only when a third of its
-                # buffer is free, so progress is measured in its queue, not our sends.
-                conn.deadline = now + self.config.socket_timeout
-                continue
+            if phase == FLUSH:
+                if conn.sink.kernel_queue_shrank():
+                    # The client reads, slowly: the kernel wakes us only when a third of its
+                    # buffer is free, so progress is measured in its queue, not our sends.
+                    conn.deadline = now + self.config.socket_timeout
+                    continue
+                error_log.info(
+                    "client %s read nothing of its answer for %.0f s; closing",
+                    conn.peer or "unix peer",
+                    self.config.socket_timeout,
+                )
             if phase in (HEAD, BODY):
                 error_log.debug("request from %s timed out; closing", conn.peer)
                 answer = conn.site.protocol.timeout_answer(head_only=conn.parser.request_is_head)

@@ -345,12 +345,21 @@ def _check_headers(status, headers) -> str | None:
     return None
 
 
-def run_app(app, environ: dict, sink) -> None:
-    """Call the app for one request and send its response through `sink`.
+HOLD_DEFAULT = 65536  # bytes of answer held per connection before the app is advanced again
+
+
+def run_app(app, environ: dict, sink, hold: int = HOLD_DEFAULT):
+    """Call the app for one request and hand its answer to `sink` (a `framing.Response`).
+
+    Returns None when the answer is all handed over (the result closed), or an `AppBody`
+    the caller advances when the socket takes more (`AppBody.advance`) and closes exactly
+    once (`AppBody.close`): an iterator still running, or a file still being sent.
+    A list body is handed over whole: its items are the app's own buffers, queued as they
+    are. Any other iterable is advanced only while the sink holds at most `hold` bytes.
 
     Errors before the head is sent become a 500 (traceback to the error log); after it, the
-    exception propagates so the worker closes the connection. PeerGone propagates too. The
-    result's close() is always called.
+    exception propagates so the worker closes the connection. PeerGone propagates too. On
+    any exception the result's close() has been called.
     """
     response = _Response()
 
@@ -363,6 +372,7 @@ def run_app(app, environ: dict, sink) -> None:
             sink.send_head(response.status, response.headers, None)
         if data:
             sink.send_body(data)
+            sink.wait_room(hold)  # PEP 3333: sent or held before write() returns; bounded
 
     def start_response(status, headers, exc_info=None):
         if exc_info is not None:
@@ -385,10 +395,12 @@ def run_app(app, environ: dict, sink) -> None:
         return write
 
     result = app(environ, start_response)
+    body = AppBody(result, None, response, sink)
     try:
         if response.invalid:
             raise AppError(response.invalid)
-        if type(result) is list and len(result) == 1 and not sink.head_sent:
+        kind = type(result)
+        if kind is list and len(result) == 1 and not sink.head_sent:
             # The common case: the whole body in one piece, its length known.
             data = result[0]
             if type(data) is not bytes:
@@ -397,27 +409,78 @@ def run_app(app, environ: dict, sink) -> None:
             sink.send_head(response.status, response.headers, len(data))
             if data:
                 sink.send_body(data)
-        elif (
-            type(result) is FileWrapper
-            and not sink.head_sent
-            and _try_sendfile(result, response, sink)
-        ):
-            pass
-        else:
-            for data in result:
+            sink.finish()
+            body.close()
+            return None
+        if kind is FileWrapper and not sink.head_sent and _try_sendfile(result, response, sink):
+            sink.finish()
+            return body  # closed once the file is out
+        body.iterator = iter(result)
+        # A list's items are in memory already: all of them are handed over at once.
+        body.advance(-1 if kind is list or kind is tuple else hold)
+    except BaseException:
+        body.close()
+        raise
+    if body.iterator is None:
+        return None  # ended (and closed) already
+    return body
+
+
+class AppBody:
+    """An app's iterable being sent: advanced only while the sink has room, closed once.
+
+    Which thread advances and closes it is the worker's rule (see README, serving model):
+    the worker's own thread in inline mode; a request thread with --threads, and only when
+    the socket is writable.
+    """
+
+    __slots__ = ("result", "iterator", "state", "response", "closed")
+
+    def __init__(self, result, iterator, state: _Response, response):
+        self.result = result
+        self.iterator = iterator  # None once the iterable is exhausted
+        self.state = state
+        self.response = response
+        self.closed = False
+
+    def advance(self, hold: int, budget: int = 64) -> None:
+        """Hand chunks to the response while it holds at most `hold` bytes (-1: all of
+        them), at most `budget` chunks per call; at the end, finish the answer and close.
+        An exception from the app propagates, after close()."""
+        response = self.response
+        iterator = self.iterator
+        state = self.state
+        try:
+            while hold < 0 or (budget > 0 and response.held <= hold):
+                budget -= 1
+                try:
+                    data = next(iterator)
+                except StopIteration:
+                    if not response.head_sent:
+                        _require_status(state)
+                        response.send_head(state.status, state.headers, 0)
+                    response.finish()
+                    self.iterator = None
+                    self.close()
+                    return
                 if type(data) is not bytes:
                     raise AppError(f"the app yielded {type(data).__name__}, not bytes")
                 if data:
-                    if not sink.head_sent:
-                        _require_status(response)
-                        sink.send_head(response.status, response.headers, None)
-                    sink.send_body(data)
-            if not sink.head_sent:
-                _require_status(response)
-                sink.send_head(response.status, response.headers, 0)
-        sink.finish()
-    finally:
-        close = getattr(result, "close", None)
+                    if not response.head_sent:
+                        _require_status(state)
+                        response.send_head(state.status, state.headers, None)
+                    response.send_body(data)
+        except BaseException:
+            self.iterator = None
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Call the result's close() (PEP 3333), exactly once whatever happens."""
+        if self.closed:
+            return
+        self.closed = True
+        close = getattr(self.result, "close", None)
         if close is not None:
             close()
 
@@ -446,6 +509,7 @@ def _try_sendfile(result: FileWrapper, response: _Response, sink) -> bool:
 
 
 __all__ = [
+    "AppBody",
     "AppError",
     "BodyReader",
     "FileWrapper",
