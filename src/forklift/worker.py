@@ -465,31 +465,26 @@ class Worker:
         return True
 
     def _run_request(self, conn, in_thread: bool, streaming: bool) -> bool:
-        """Run (or queue) the request; True when the caller goes on with the next one."""
-        self._dispatch(conn, in_thread, streaming)
-        if in_thread or self.inline:
-            return self._after_request(conn)
-        return False  # queued: the pool thread continues this connection
-
-    def _dispatch(self, conn, in_thread: bool, streaming: bool) -> None:
+        """Run (or queue) the request; True when the caller goes on with the next one.
+        False: queued, closed, or its answer handed to the loop (then the connection is
+        no longer the caller's to touch)."""
         conn.phase = BUSY
         if self.inline or in_thread:
-            self._serve(conn, streaming)
-        else:
-            # Every thread has work: leave new connections in the shared queue for a worker
-            # that can serve them now (and that is not the one that may crash).
-            self._pool.submit((conn, streaming), self._pause_accepting)
+            return self._serve(conn, streaming) and self._after_request(conn)
+        # Every thread has work: leave new connections in the shared queue for a worker
+        # that can serve them now (and that is not the one that may crash).
+        self._pool.submit((conn, streaming), self._pause_accepting)
+        return False
 
     def _serve_in_thread(self, item) -> None:
         """A pool thread owns the connection: this request, then any pipelined after it."""
         conn, streaming = item
         try:
             if streaming is _PUMP:
-                if self._continue_answer(conn) and self._after_request(conn):
-                    self._advance(conn, in_thread=True)
-                return
-            self._serve(conn, streaming)
-            if self._after_request(conn):
+                carry_on = self._continue_answer(conn)
+            else:
+                carry_on = self._serve(conn, streaming)
+            if carry_on and self._after_request(conn):
                 self._advance(conn, in_thread=True)
         except Exception:
             self._internal_error(conn)
@@ -540,9 +535,10 @@ class Worker:
         conn.deadline = time.monotonic() + self.config.keepalive_timeout
         return True
 
-    def _serve(self, conn, streaming: bool) -> None:
+    def _serve(self, conn, streaming: bool) -> bool:
         """Run the app for the request whose head (and maybe body) the connection holds;
-        what the socket will not take now is left to the loop (FLUSH)."""
+        what the socket will not take now is left to the loop (FLUSH). True when the answer is
+        all out and the connection carries on (as `_continue_answer`)."""
         request = conn.head
         start = time.monotonic()
         conn.requests += 1
@@ -550,11 +546,11 @@ class Worker:
             body = conn.body_stream(streaming)
         except SpoolFull as exc:
             self._spool_failed(conn, exc)
-            return
+            return False
         environ = build_environ(request, conn.site, conn.peer, body)
         if environ is None:
             self._simple_answer(conn, 404, "no application is mounted at this path")
-            return
+            return False
         response = conn.site.protocol.response(request, conn.parser, conn.sink, self.alive)
         ident = 0
         if self._track_busy:  # for harakiri's report: which request each thread runs
@@ -572,18 +568,18 @@ class Worker:
             if parser_error is not None and parser_error.status and not response.head_sent:
                 # Not a vanished client: its streamed body was malformed or too large.
                 self._reject(conn, parser_error)
-                return
+                return False
             error_log.debug("client %s went away: %s", conn.peer, exc)
             self._close(conn)
-            return
+            return False
         except Exception as exc:
-            self._account(answer)
             self._app_failed(conn, response, environ, exc)
-            return
+            self._account(answer)
+            return False
         if ident:
             self.busy.pop(ident, None)  # the app's call is over; the loop sends the rest
         conn.answer = answer
-        self._continue_answer(conn)
+        return self._continue_answer(conn)
 
     def _continue_answer(self, conn) -> bool:
         """Send more of the connection's answer (advancing the app's iterator while the
@@ -598,8 +594,8 @@ class Worker:
             return False
         except Exception as exc:  # the app's iterator raised (it is closed already)
             conn.answer = None
-            self._account(answer)
             self._app_failed(conn, answer.response, answer.environ, exc)
+            self._account(answer)
             return False
         if not done:
             if moved or conn.phase != FLUSH:
