@@ -39,7 +39,7 @@ from .proxy import peer_in
 from .sink import RECV_SIZE, Sink
 from .spool import Spool, SpoolFull
 from .watchdog import Watchdog
-from .wsgi import AppError, build_environ, check_app, run_app
+from .wsgi import AppError, body_length_known, build_environ, check_app, run_app
 
 EXIT_BOOT_FAILED = 3  # the exit code of a worker whose app did not import or failed its check
 _EPOLLIN = select.EPOLLIN
@@ -551,6 +551,8 @@ class Worker:
         if environ is None:
             self._simple_answer(conn, 404, "no application is mounted at this path")
             return False
+        if conn.spool is not None and request.content_length is None:
+            body_length_known(environ, conn.spool.size)
         response = conn.site.protocol.response(request, conn.parser, conn.sink, self.alive)
         ident = 0
         if self._track_busy:  # for harakiri's report: which request each thread runs

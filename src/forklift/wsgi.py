@@ -167,6 +167,16 @@ def build_environ(request, site, peer, body) -> dict | None:
     return environ
 
 
+def body_length_known(environ: dict, size: int) -> None:
+    """A chunked body the server read whole: give the app its length, as nginx does.
+
+    The chunked coding was the transport's (hop-by-hop); an app that still sees
+    `Transfer-Encoding: chunked` may try to de-chunk bytes that are not chunked any more
+    (dulwich's git server does)."""
+    environ["CONTENT_LENGTH"] = str(size)
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
 # --- wsgi.input ------------------------------------------------------------------------------
 class BodyReader(io.RawIOBase):
     """`wsgi.input` for a body that is still arriving: reads never block past the body.
@@ -515,6 +525,7 @@ __all__ = [
     "FileWrapper",
     "PeerGone",
     "base_environ",
+    "body_length_known",
     "build_environ",
     "check_app",
     "decode_path",
