@@ -43,7 +43,7 @@ class Spool:
                 return
             self.pieces.append(data)
             if self.size > self.threshold:
-                self.file = tempfile.TemporaryFile(dir=self.directory)
+                self.file = tempfile.TemporaryFile(dir=self.directory)  # noqa: SIM115 (closed by close())
                 for piece in self.pieces:
                     self.file.write(piece)
                 self.pieces = []
