@@ -56,4 +56,3 @@ def pump(sink, answer: Answer, hold: int) -> tuple:
             return moved, True
         body.advance(hold)
     return moved, False
-
