@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from forklift.deploy.options import _merge, build_parser
 from forklift.deploy.firststart import start_instructions
 from forklift.deploy.fleet import forwarded_options
 from forklift.deploy.inventory import InventoryError, load, parse_destination
+from forklift.deploy.options import _merge, build_parser
 from forklift.deploy.releases import AppDir
 from forklift.deploy.report import settings_line
 
