@@ -405,13 +405,14 @@ def run_app(app, environ: dict, sink, hold: int = HOLD_DEFAULT):
         return write
 
     result = app(environ, start_response)
-    body = AppBody(result, None, response, sink)
+    body = None
     try:
         if response.invalid:
             raise AppError(response.invalid)
         kind = type(result)
         if kind is list and len(result) == 1 and not sink.head_sent:
-            # The common case: the whole body in one piece, its length known.
+            # The common case: the whole body in one piece, its length known (a list has
+            # no close() to call).
             data = result[0]
             if type(data) is not bytes:
                 raise AppError(f"the app yielded {type(data).__name__}, not bytes")
@@ -420,8 +421,8 @@ def run_app(app, environ: dict, sink, hold: int = HOLD_DEFAULT):
             if data:
                 sink.send_body(data)
             sink.finish()
-            body.close()
             return None
+        body = AppBody(result, None, response, sink)
         if kind is FileWrapper and not sink.head_sent and _try_sendfile(result, response, sink):
             sink.finish()
             return body  # closed once the file is out
@@ -429,6 +430,8 @@ def run_app(app, environ: dict, sink, hold: int = HOLD_DEFAULT):
         # A list's items are in memory already: all of them are handed over at once.
         body.advance(-1 if kind is list or kind is tuple else hold)
     except BaseException:
+        if body is None:
+            body = AppBody(result, None, response, sink)
         body.close()
         raise
     if body.iterator is None:

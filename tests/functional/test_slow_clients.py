@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import socket
 import subprocess
 import threading
@@ -248,3 +249,23 @@ def test_a_git_push_with_a_chunked_upload_arrives_byte_exact(servers, tmp_path):
         ["git", "--git-dir", str(repo), "cat-file", "blob", "main:big.bin"], capture_output=True
     ).stdout
     assert blob == (work / "big.bin").read_bytes()
+
+
+def test_a_full_disk_answers_507_and_the_worker_serves_on(servers, tmp_path):
+    # A file size limit on the worker (RLIMIT_FSIZE; Python ignores SIGXFSZ) makes the
+    # kernel refuse the spool's writes past 100 kB, as a full disk would.
+    server = servers.get("slowclients:app", "--body-temp-dir", str(tmp_path))
+    (worker,) = wait_for(lambda: len(worker_pids(server)) == 1 and worker_pids(server))
+    resource.prlimit(worker, resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+    size = 1_000_000
+    head = f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        try:
+            sock.sendall(head + b"d" * size)
+        except OSError:
+            pass  # the server may close before it has read everything
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 507 "), answer[:100]
+    assert worker_pids(server) == [worker]
+    assert_others_served_at_once(server.port)
+    wait_for(lambda: spool_files([worker], str(tmp_path)) == 0, timeout=5)
