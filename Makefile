@@ -12,9 +12,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,gameprogress]'
 	touch $(STAMP)
 
+# For the local demo only (the server listens on 127.0.0.1): production sets its own secret.
+ADMIN_TOKEN ?= local-demo-admin-token
+
 run: $(STAMP)
 	mkdir -p var
-	$(BIN)/forklift --http 127.0.0.1:8000 --processes 2 --threads 4 gameprogress.wsgi:app
+	$(BIN)/gameprogress seed-demo --if-empty
+	@echo "dashboard: http://127.0.0.1:8000/dashboard (admin token: $(ADMIN_TOKEN))"
+	GAMEPROGRESS_ADMIN_TOKEN='$(ADMIN_TOKEN)' \
+		$(BIN)/forklift --http 127.0.0.1:8000 --processes 2 --threads 4 gameprogress.wsgi:app
 
 test: $(STAMP)
 	$(BIN)/python tests/system_tools.py ensure

@@ -5,6 +5,8 @@ Two families of routes share one store:
   (`{"error": 0|1, "msg": ...}`, HTTP 200 for what the seed answered);
 - the JSON API v1, whose errors are `{"error": {"code": ..., "message": ...}}` and which is
   described by `/openapi.json`.
+The operator's routes (reports, exports: reports_api.py; the dashboard: dashboard.py) are
+registered here too and share the error handlers below.
 SQL never appears here; `Store` methods do the work (see store.py).
 """
 
@@ -19,6 +21,8 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import openapi, signing
+from .admin import AdminAuth
+from .dashboard import register_dashboard
 from .model import (
     HISTOGRAM_DEFAULT_BUCKET,
     HISTOGRAM_MAX_BUCKETS,
@@ -29,6 +33,8 @@ from .model import (
     check_device_id,
     check_level,
 )
+from .reports_api import LoginRequired, register_reports
+from .retention import Pruner
 from .settings import Settings
 from .store import Store, StoreUnavailable, open_store
 
@@ -53,9 +59,17 @@ class _Service:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        token = settings.admin_token
+        self.auth = AdminAuth(token, settings.clock) if token else None
+        self.pruner = Pruner(store, settings.retention_days, settings.clock)
 
     def now(self) -> int:
         return int(self.settings.clock())
+
+    def close(self) -> None:
+        """Stop this process's pruning thread and release the store's connections."""
+        self.pruner.stop()
+        self.store.close()
 
 
 def _service() -> _Service:
@@ -89,6 +103,8 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
 
     _register_legacy_routes(app)
     _register_v1_routes(app)
+    register_reports(app)
+    register_dashboard(app)
     _register_error_handlers(app)
     return app
 
@@ -162,6 +178,7 @@ def _register_legacy_routes(app: Flask) -> None:
             level = _parse_legacy_level(levels)
         except InvalidInput as exc:
             return _legacy_invalid(exc)
+        service.pruner.ensure_running()
         try:
             service.store.record_level(device_id, level, service.now())
         except StoreUnavailable as exc:
@@ -250,6 +267,7 @@ def _register_v1_routes(app: Flask) -> None:
         _check_signature(service)
         check_device_id(device_id)
         level = _read_level_body()
+        service.pruner.ensure_running()
         record = service.store.record_level(device_id, level, service.now())
         return jsonify(record.to_json())
 
@@ -318,6 +336,15 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(signing.SignatureError)
     def bad_signature(exc: signing.SignatureError) -> Response:
         return _api_error(401, exc.code, exc.message)
+
+    @app.errorhandler(LoginRequired)
+    def login_required(exc: LoginRequired) -> Response:
+        return _api_error(
+            401,
+            "login_required",
+            "send the admin token as 'Authorization: Bearer <token>', or log in at /dashboard",
+            {"WWW-Authenticate": 'Bearer realm="gameprogress"'},
+        )
 
     @app.errorhandler(StoreUnavailable)
     def unavailable(exc: StoreUnavailable) -> Response:

@@ -1,4 +1,5 @@
-"""The `gameprogress` command: migrate a database, export and import its records as JSON lines.
+"""The `gameprogress` command: migrate a database, export and import its records as JSON lines,
+prune old history, fill a store with demo players.
 
 Export writes one JSON object per device, ordered by device id; import merges such lines into
 any store with the same max-keeping rule as updates, so `export | import` moves data between
@@ -9,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
+from .history import DEFAULT_RETENTION_DAYS
 from .model import InvalidInput
+from .retention import Pruner
+from .seed import DemoPlan, seed_demo
 from .store import (
     DATABASE_URL_ENV,
     DEFAULT_DATABASE_URL,
@@ -45,7 +50,37 @@ def _parser() -> argparse.ArgumentParser:
         "import", parents=[common], help="merge JSON-lines records (highest values win)"
     )
     load.add_argument("--input", "-i", default="-", help="file to read (default: stdin)")
+    prune = commands.add_parser(
+        "prune", parents=[common], help="delete history older than the retention period now"
+    )
+    prune.add_argument(
+        "--retention-days",
+        type=_days(1),
+        default=DEFAULT_RETENTION_DAYS,
+        metavar="DAYS",
+        help=f"keep this many days of history (default: {DEFAULT_RETENTION_DAYS})",
+    )
+    demo = commands.add_parser(
+        "seed-demo",
+        parents=[common],
+        help="add synthetic players (levels and activity over the last days) for a demo",
+    )
+    demo.add_argument("--players", type=_days(1), default=DemoPlan.players, metavar="N")
+    demo.add_argument("--days", type=_days(1), default=DemoPlan.days, metavar="DAYS")
+    demo.add_argument("--seed", type=_days(0), default=DemoPlan.seed, metavar="N")
+    demo.add_argument(
+        "--if-empty", action="store_true", help="do nothing if the store already has devices"
+    )
     return parser
+
+
+def _days(low: int, high: int = 100_000):
+    def parse(text: str) -> int:
+        if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}")
+        return int(text)
+
+    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +103,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with open(args.output, "w", encoding="utf-8") as out:
                     count = export_jsonl(store, out)
             print(f"exported {count} records", file=sys.stderr)
+        elif args.command == "prune":
+            pruner = Pruner(store, args.retention_days, time.time)
+            count = 0
+            for _ in range(1_000_000):  # rounds of at most a million events each
+                deleted = pruner.prune_round()
+                count += deleted
+                if not deleted:
+                    break
+            print(f"pruned {count} events older than {args.retention_days} days", file=sys.stderr)
+        elif args.command == "seed-demo":
+            if args.if_empty and store.export_page(None, 1):
+                print("the store has devices already: nothing seeded", file=sys.stderr)
+                return 0
+            plan = DemoPlan(players=args.players, days=args.days, seed=args.seed)
+            players, updates = seed_demo(store, plan, int(time.time()))
+            print(f"seeded {players} demo players with {updates} updates", file=sys.stderr)
         else:
             if args.input == "-":
                 count = import_jsonl(store, sys.stdin)

@@ -62,6 +62,87 @@ MIGRATIONS: tuple[Migration, ...] = (
         sqlite=("CREATE INDEX devices_last_commit ON devices (last_commit)",),
         postgres=("CREATE INDEX devices_last_commit ON devices (last_commit)",),
     ),
+    Migration(
+        3,
+        "history: events, hourly activity counts, the level before the latest update",
+        sqlite=(
+            # Set by every accepted update, cleared by an import: the triggers below record
+            # an event only for the writes that set them.
+            "ALTER TABLE devices ADD COLUMN last_sent INTEGER",
+            "ALTER TABLE devices ADD COLUMN seen_at INTEGER",
+            # (last_commit, device_id): the device export pages by this key.
+            "DROP INDEX devices_last_commit",
+            "CREATE INDEX devices_last_commit ON devices (last_commit, device_id)",
+            # id is the rowid, so the index on `at` is an index on (at, id): the export's key.
+            """CREATE TABLE events (
+                id INTEGER PRIMARY KEY,
+                device_id TEXT NOT NULL,
+                level INTEGER NOT NULL,
+                level_before INTEGER,
+                level_after INTEGER NOT NULL,
+                at INTEGER NOT NULL
+            )""",
+            "CREATE INDEX events_at ON events (at)",
+            """CREATE TABLE activity (
+                hour INTEGER NOT NULL,
+                shard INTEGER NOT NULL,
+                updates INTEGER NOT NULL,
+                active_devices INTEGER NOT NULL,
+                new_devices INTEGER NOT NULL,
+                PRIMARY KEY (hour, shard)
+            ) WITHOUT ROWID""",
+            # Triggers run inside the upsert statement itself: the event and the hourly count
+            # commit with it or not at all, see OLD (the row before) exactly, and cost no
+            # extra statement from Python (a third of the CPU of doing the same in three).
+            # One activity shard: SQLite has one writer at a time, nothing to spread.
+            """CREATE TRIGGER devices_history_insert AFTER INSERT ON devices
+            WHEN NEW.last_sent IS NOT NULL BEGIN
+                INSERT INTO events (device_id, level, level_before, level_after, at)
+                VALUES (NEW.device_id, NEW.last_sent, NULL, NEW.level, NEW.seen_at);
+                INSERT INTO activity (hour, shard, updates, active_devices, new_devices)
+                VALUES (NEW.seen_at / 3600, 0, 1, 1, 1)
+                ON CONFLICT (hour, shard) DO UPDATE SET
+                    updates = updates + 1,
+                    active_devices = active_devices + 1,
+                    new_devices = new_devices + 1;
+            END""",
+            # Active on a UTC day = the device's previous update lies on an earlier day.
+            """CREATE TRIGGER devices_history_update AFTER UPDATE OF updates ON devices
+            WHEN NEW.last_sent IS NOT NULL BEGIN
+                INSERT INTO events (device_id, level, level_before, level_after, at)
+                VALUES (NEW.device_id, NEW.last_sent, OLD.level, NEW.level, NEW.seen_at);
+                INSERT INTO activity (hour, shard, updates, active_devices, new_devices)
+                VALUES (NEW.seen_at / 3600, 0, 1,
+                        OLD.last_commit / 86400 < NEW.seen_at / 86400, 0)
+                ON CONFLICT (hour, shard) DO UPDATE SET
+                    updates = updates + 1,
+                    active_devices = active_devices + excluded.active_devices;
+            END""",
+        ),
+        postgres=(
+            "ALTER TABLE devices ADD COLUMN previous_level INTEGER",
+            "ALTER TABLE devices ADD COLUMN previous_commit BIGINT",
+            "DROP INDEX devices_last_commit",
+            "CREATE INDEX devices_last_commit ON devices (last_commit, device_id)",
+            """CREATE TABLE events (
+                id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                device_id TEXT COLLATE "C" NOT NULL,
+                level INTEGER NOT NULL,
+                level_before INTEGER,
+                level_after INTEGER NOT NULL,
+                at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX events_at ON events (at, id)",
+            """CREATE TABLE activity (
+                hour INTEGER NOT NULL,
+                shard SMALLINT NOT NULL,
+                updates BIGINT NOT NULL,
+                active_devices BIGINT NOT NULL,
+                new_devices BIGINT NOT NULL,
+                PRIMARY KEY (hour, shard)
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

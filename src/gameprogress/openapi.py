@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from . import __version__
+from . import __version__, openapi_admin
 from .model import (
     DEVICE_ID_MAX_LENGTH,
     DEVICE_ID_PATTERN,
@@ -352,6 +352,7 @@ def _paths() -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def document() -> dict[str, Any]:
     """The OpenAPI document (built once; it depends only on code)."""
+    unavailable = {**_error("Database unavailable"), "headers": _RETRY_AFTER}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -359,6 +360,9 @@ def document() -> dict[str, Any]:
             "version": __version__,
             "description": "Per-device game progress: highest level and last commit time.",
         },
-        "paths": _paths(),
-        "components": {"schemas": _schemas()},
+        "paths": {**_paths(), **openapi_admin.paths(unavailable)},
+        "components": {
+            "schemas": {**_schemas(), **openapi_admin.schemas()},
+            "securitySchemes": openapi_admin.SECURITY_SCHEMES,
+        },
     }

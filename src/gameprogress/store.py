@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Protocol
 
 from .errors import StoreError, StoreUnavailable  # noqa: F401 (re-exported)
+from .history import DateRange, Event
 from .model import DeviceRecord, InvalidInput, Stats
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/gameprogress.db"
@@ -54,6 +55,39 @@ class Store(Protocol):
 
     def import_records(self, records: list[DeviceRecord]) -> int:
         """Merge records (max of each field, so importing twice changes nothing); count them."""
+
+    def record_levels(self, updates: Sequence[tuple[str, int, int]]) -> int:
+        """Accept `(device_id, level, now)` updates in order, in one transaction (seeding)."""
+
+    # History (see history.py). Each report is one SQL query over an index (reports_sql.py).
+
+    def funnel(self, buckets: int) -> tuple[int, list[tuple[int, int]]]:
+        """The top level, and `(bucket, devices)` rows of devices per highest-level bucket."""
+
+    def daily_active_devices(self, period: DateRange) -> list[tuple[int, int]]:
+        """`(day number, devices)` for the days of `period` that had any update."""
+
+    def new_devices_per_day(self, period: DateRange) -> list[tuple[int, int]]:
+        """`(day number, devices)` whose first update fell on that day."""
+
+    def updates_per_hour(self, period: DateRange) -> list[tuple[int, int]]:
+        """`(hour number, updates)` for the hours of `period` that had any."""
+
+    def events_page(
+        self, period: DateRange, after: tuple[int, int] | None, limit: int
+    ) -> list[Event]:
+        """Up to `limit` events of `period` ordered by (at, id), after the key `after`."""
+
+    def devices_page(
+        self, period: DateRange, after: tuple[int, str] | None, limit: int
+    ) -> list[DeviceRecord]:
+        """Up to `limit` devices last updated in `period`, by (last_commit, id), after `after`."""
+
+    def prune_history(self, before: int, batch: int) -> int:
+        """Delete at most `batch` events older than `before` (and old hourly rows)."""
+
+    def explain(self, name: str, params: tuple) -> str:
+        """The database's plan for the named query of reports_sql.py."""
 
     def close(self) -> None:
         """Release connections; the store is not used afterwards."""

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from . import migrations
+from . import migrations, reports_sql
 from .errors import StoreUnavailable
+from .history import SECONDS_PER_DAY, SECONDS_PER_HOUR, DateRange, Event
 from .model import RECENT_WINDOW_SECONDS, DeviceRecord, Stats, histogram_from_rows
 
 T = TypeVar("T")
@@ -39,18 +41,44 @@ DEFAULT_POOL_SIZE = 10  # per worker process: at least the worker's thread count
 
 _COLUMNS = "device_id, level, last_commit, level_reached_at, updates"
 
-# One statement: the row lock taken by ON CONFLICT makes concurrent updates of one device
-# serialise inside PostgreSQL, and GREATEST keeps the maximum whichever commits first.
+# One statement, so one round trip and one transaction: the row lock taken by ON CONFLICT
+# makes concurrent updates of one device serialise inside PostgreSQL, GREATEST keeps the
+# maximum whichever commits first, and the event and the hourly count are written by the same
+# statement (data-modifying CTEs run even when the final SELECT does not read them).
+# previous_level/previous_commit keep what the update replaced: SET sees the old row.
 _RECORD_LEVEL = f"""
-INSERT INTO devices ({_COLUMNS}) VALUES (%s, %s, %s, %s, 1)
-ON CONFLICT (device_id) DO UPDATE SET
-    level = GREATEST(devices.level, EXCLUDED.level),
-    level_reached_at = CASE WHEN EXCLUDED.level > devices.level
-                            THEN EXCLUDED.last_commit ELSE devices.level_reached_at END,
-    last_commit = GREATEST(devices.last_commit, EXCLUDED.last_commit),
-    updates = devices.updates + 1
-RETURNING {_COLUMNS}
+WITH updated AS (
+    INSERT INTO devices ({_COLUMNS}, previous_level, previous_commit)
+    VALUES (%(device_id)s, %(level)s, %(now)s, %(now)s, 1, NULL, NULL)
+    ON CONFLICT (device_id) DO UPDATE SET
+        level = GREATEST(devices.level, EXCLUDED.level),
+        level_reached_at = CASE WHEN EXCLUDED.level > devices.level
+                                THEN EXCLUDED.last_commit ELSE devices.level_reached_at END,
+        last_commit = GREATEST(devices.last_commit, EXCLUDED.last_commit),
+        updates = devices.updates + 1,
+        previous_level = devices.level,
+        previous_commit = devices.last_commit
+    RETURNING {_COLUMNS}, previous_level, previous_commit
+), event AS (
+    INSERT INTO events (device_id, level, level_before, level_after, at)
+    SELECT device_id, %(level)s, previous_level, level, %(now)s FROM updated
+), counted AS (
+    INSERT INTO activity (hour, shard, updates, active_devices, new_devices)
+    SELECT %(hour)s, %(shard)s, 1,
+           (previous_commit IS NULL OR previous_commit / 86400 < %(day)s)::integer,
+           (previous_commit IS NULL)::integer
+    FROM updated
+    ON CONFLICT (hour, shard) DO UPDATE SET
+        updates = activity.updates + 1,
+        active_devices = activity.active_devices + EXCLUDED.active_devices,
+        new_devices = activity.new_devices + EXCLUDED.new_devices
+)
+SELECT {_COLUMNS} FROM updated
 """
+# Every write adds to the current hour's activity row, and a row lock is held until commit:
+# spreading the count over a few rows (summed by the reports) keeps concurrent writers from
+# queueing on one row behind each other's commits.
+ACTIVITY_SHARDS = 8
 
 # Same merge as the SQLite store's import: idempotent, field by field.
 _IMPORT = f"""
@@ -232,19 +260,26 @@ class PostgresStore:
         return self._run(work)
 
     def record_level(self, device_id: str, level: int, now: int) -> DeviceRecord:
+        params = _write_params(device_id, level, now)
+
         def work(conn: psycopg.Connection) -> DeviceRecord:
-            row = conn.execute(_RECORD_LEVEL, (device_id, level, now, now)).fetchone()
-            return DeviceRecord(*row)
+            return DeviceRecord(*conn.execute(_RECORD_LEVEL, params).fetchone())
+
+        return self._run(work)
+
+    def record_levels(self, updates: Sequence[tuple[str, int, int]]) -> int:
+        rows = [_write_params(*update) for update in updates]
+
+        def work(conn: psycopg.Connection) -> int:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(_RECORD_LEVEL, rows)
+            return len(rows)
 
         return self._run(work)
 
     def leaderboard(self, limit: int) -> list[DeviceRecord]:
         def work(conn: psycopg.Connection) -> list[DeviceRecord]:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM devices "
-                "ORDER BY level DESC, level_reached_at, device_id LIMIT %s",
-                (limit,),
-            ).fetchall()
+            rows = conn.execute(reports_sql.postgres("leaderboard"), (limit,)).fetchall()
             return [DeviceRecord(*row) for row in rows]
 
         return self._run(work)
@@ -296,7 +331,83 @@ class PostgresStore:
 
         return self._run(work)
 
+    # ------------------------------------------------------------ history and reports
+
+    def _fetch(self, name: str, params: tuple) -> list[tuple]:
+        def work(conn: psycopg.Connection) -> list[tuple]:
+            return conn.execute(reports_sql.postgres(name), params).fetchall()
+
+        return self._run(work)
+
+    def funnel(self, buckets: int) -> tuple[int, list[tuple[int, int]]]:
+        rows = self._fetch("funnel", (buckets, buckets))
+        return (rows[0][0] if rows else 0), [(bucket, count) for _, bucket, count in rows]
+
+    def daily_active_devices(self, period: DateRange) -> list[tuple[int, int]]:
+        return self._fetch("daily_active_devices", _hours(period))
+
+    def new_devices_per_day(self, period: DateRange) -> list[tuple[int, int]]:
+        return self._fetch("new_devices_per_day", _hours(period))
+
+    def updates_per_hour(self, period: DateRange) -> list[tuple[int, int]]:
+        return self._fetch("updates_per_hour", _hours(period))
+
+    def explain(self, name: str, params: tuple) -> str:
+        """PostgreSQL's plan for one of the report queries (for tests and operators)."""
+        rows = self._fetch_explain(name, params)
+        return "\n".join(row[0] for row in rows)
+
+    def _fetch_explain(self, name: str, params: tuple) -> list[tuple]:
+        def work(conn: psycopg.Connection) -> list[tuple]:
+            return conn.execute("EXPLAIN " + reports_sql.postgres(name), params).fetchall()
+
+        return self._run(work)
+
+    def events_page(
+        self, period: DateRange, after: tuple[int, int] | None, limit: int
+    ) -> list[Event]:
+        key = after or (period.start, 0)  # ids start at 1
+        rows = self._fetch("events_page", (*key, period.end, limit))
+        return [Event(*row) for row in rows]
+
+    def devices_page(
+        self, period: DateRange, after: tuple[int, str] | None, limit: int
+    ) -> list[DeviceRecord]:
+        key = after or (period.start, "")  # ids are never empty
+        rows = self._fetch("devices_page", (*key, period.end, limit))
+        return [DeviceRecord(*row) for row in rows]
+
+    def prune_history(self, before: int, batch: int) -> int:
+        """Delete up to `batch` events older than `before` (and old activity rows).
+
+        Deleting old rows takes no lock a writer of new rows waits for."""
+
+        def work(conn: psycopg.Connection) -> int:
+            with conn.transaction():
+                deleted = conn.execute(reports_sql.postgres("prune_events"), (before, batch))
+                conn.execute(
+                    reports_sql.postgres("prune_activity"), (before // SECONDS_PER_HOUR,)
+                )
+                return deleted.rowcount
+
+        return self._run(work)
+
     def close(self) -> None:
         if self._pool is not None and self._pool_pid == os.getpid():
             self._pool.close()
         self._pool = None
+
+
+def _write_params(device_id: str, level: int, now: int) -> dict[str, object]:
+    return {
+        "device_id": device_id,
+        "level": level,
+        "now": now,
+        "hour": now // SECONDS_PER_HOUR,
+        "day": now // SECONDS_PER_DAY,
+        "shard": random.randrange(ACTIVITY_SHARDS),
+    }
+
+
+def _hours(period: DateRange) -> tuple[int, int]:
+    return period.start // SECONDS_PER_HOUR, period.end // SECONDS_PER_HOUR

@@ -20,11 +20,12 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from . import migrations
+from . import migrations, reports_sql
 from .errors import StoreUnavailable
+from .history import SECONDS_PER_HOUR, DateRange, Event
 from .model import RECENT_WINDOW_SECONDS, DeviceRecord, Stats, histogram_from_rows
 
 log = logging.getLogger("gameprogress")
@@ -36,16 +37,20 @@ _COLUMNS = "device_id, level, last_commit, level_reached_at, updates"
 # One statement, so concurrent updates of one device cannot interleave between a read and a
 # write: the max is taken inside the database under its write lock. SET expressions all see
 # the row as it was before this update, so the CASE compares against the old level.
-_RECORD_LEVEL = f"""
-INSERT INTO devices ({_COLUMNS}) VALUES (?, ?, ?, ?, 1)
+# last_sent and seen_at (the level sent, the server time) make the history triggers of
+# migration 3 record this update's event and hourly count, within this same statement.
+_UPSERT = f"""
+INSERT INTO devices ({_COLUMNS}, last_sent, seen_at) VALUES (?, ?, ?, ?, 1, ?, ?)
 ON CONFLICT (device_id) DO UPDATE SET
     level = max(devices.level, excluded.level),
     level_reached_at = CASE WHEN excluded.level > devices.level
                             THEN excluded.last_commit ELSE devices.level_reached_at END,
     last_commit = max(devices.last_commit, excluded.last_commit),
-    updates = devices.updates + 1
-RETURNING {_COLUMNS}
+    updates = devices.updates + 1,
+    last_sent = excluded.last_sent,
+    seen_at = excluded.seen_at
 """
+_RECORD_LEVEL = _UPSERT + f"RETURNING {_COLUMNS}"
 
 # Import merges field by field with max (min for the time a tied level was reached), so that
 # importing the same file twice, or into a store that already has newer data, changes nothing.
@@ -58,7 +63,8 @@ ON CONFLICT (device_id) DO UPDATE SET
         WHEN excluded.level < devices.level THEN devices.level_reached_at
         ELSE min(devices.level_reached_at, excluded.level_reached_at) END,
     last_commit = max(devices.last_commit, excluded.last_commit),
-    updates = max(devices.updates, excluded.updates)
+    updates = max(devices.updates, excluded.updates),
+    last_sent = NULL  -- an import is not an update: no event (see the history triggers)
 """
 
 
@@ -162,18 +168,30 @@ class SQLiteStore:
 
     def record_level(self, device_id: str, level: int, now: int) -> DeviceRecord:
         with self._session() as conn:
-            # fetchall, not fetchone: the statement (and its write lock) ends only when it has
-            # been stepped to completion.
-            rows = conn.execute(_RECORD_LEVEL, (device_id, level, now, now)).fetchall()
+            # fetchall, not fetchone: the statement (its write lock, its triggers) ends only
+            # when it has been stepped to completion.
+            rows = conn.execute(
+                _RECORD_LEVEL, (device_id, level, now, now, level, now)
+            ).fetchall()
         return DeviceRecord(*rows[0])
+
+    def record_levels(self, updates: Sequence[tuple[str, int, int]]) -> int:
+        with self._session() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    _UPSERT, [(d, level, now, now, level, now) for d, level, now in updates]
+                )
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return len(updates)
 
     def leaderboard(self, limit: int) -> list[DeviceRecord]:
         with self._session() as conn:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM devices "
-                "ORDER BY level DESC, level_reached_at, device_id LIMIT ?",
-                (limit,),
-            ).fetchall()
+            rows = conn.execute(reports_sql.sqlite("leaderboard"), (limit,)).fetchall()
         return [DeviceRecord(*row) for row in rows]
 
     def stats(self, now: int, bucket_width: int, max_buckets: int) -> Stats:
@@ -220,6 +238,70 @@ class SQLiteStore:
                 raise
             conn.execute("COMMIT")
         return len(records)
+
+    # ------------------------------------------------------------ history and reports
+
+    def funnel(self, buckets: int) -> tuple[int, list[tuple[int, int]]]:
+        with self._session() as conn:
+            rows = conn.execute(reports_sql.sqlite("funnel"), (buckets, buckets)).fetchall()
+        return (rows[0][0] if rows else 0), [(bucket, count) for _, bucket, count in rows]
+
+    def daily_active_devices(self, period: DateRange) -> list[tuple[int, int]]:
+        return self._hourly_report("daily_active_devices", period)
+
+    def new_devices_per_day(self, period: DateRange) -> list[tuple[int, int]]:
+        return self._hourly_report("new_devices_per_day", period)
+
+    def updates_per_hour(self, period: DateRange) -> list[tuple[int, int]]:
+        return self._hourly_report("updates_per_hour", period)
+
+    def _hourly_report(self, name: str, period: DateRange) -> list[tuple[int, int]]:
+        hours = (period.start // SECONDS_PER_HOUR, period.end // SECONDS_PER_HOUR)
+        with self._session() as conn:
+            return conn.execute(reports_sql.sqlite(name), hours).fetchall()
+
+    def explain(self, name: str, params: tuple) -> str:
+        """SQLite's query plan for one of the report queries (for tests and operators)."""
+        with self._session() as conn:
+            rows = conn.execute("EXPLAIN QUERY PLAN " + reports_sql.sqlite(name), params)
+            return "\n".join(row[-1] for row in rows)
+
+    def events_page(
+        self, period: DateRange, after: tuple[int, int] | None, limit: int
+    ) -> list[Event]:
+        key = after or (period.start, 0)  # ids start at 1
+        with self._session() as conn:
+            rows = conn.execute(
+                reports_sql.sqlite("events_page"), (*key, period.end, limit)
+            ).fetchall()
+        return [Event(*row) for row in rows]
+
+    def devices_page(
+        self, period: DateRange, after: tuple[int, str] | None, limit: int
+    ) -> list[DeviceRecord]:
+        key = after or (period.start, "")  # ids are never empty
+        with self._session() as conn:
+            rows = conn.execute(
+                reports_sql.sqlite("devices_page"), (*key, period.end, limit)
+            ).fetchall()
+        return [DeviceRecord(*row) for row in rows]
+
+    def prune_history(self, before: int, batch: int) -> int:
+        """Delete up to `batch` events older than `before` (and old activity rows) in one
+        short transaction; return how many events went."""
+        with self._session() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = conn.execute(
+                    reports_sql.sqlite("prune_events"), (before, batch)
+                ).rowcount
+                conn.execute(reports_sql.sqlite("prune_activity"), (before // SECONDS_PER_HOUR,))
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return deleted
 
     def close(self) -> None:
         if self._pid != os.getpid():

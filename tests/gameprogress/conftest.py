@@ -236,7 +236,7 @@ def make_app(database_url: str, clock: FakeClock) -> Iterator[Callable[..., obje
 
     yield make
     for app in apps:
-        app.extensions["gameprogress"].store.close()
+        app.extensions["gameprogress"].close()
 
 
 @pytest.fixture

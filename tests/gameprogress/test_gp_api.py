@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from gameprogress.app import create_app
+from gameprogress.migrations import LATEST_VERSION
 from gameprogress.model import DeviceRecord
 from gameprogress.store_sqlite import SQLiteStore
 
@@ -165,7 +166,7 @@ def test_healthz_reports_the_store(client, database_url):
     assert response.get_json() == {
         "status": "ok",
         "store": "sqlite" if database_url.startswith("sqlite") else "postgresql",
-        "schema_version": 2,
+        "schema_version": LATEST_VERSION,
     }
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import gameprogress
 from gameprogress.cli import main
+from gameprogress.history import DateRange
 from gameprogress.model import DeviceRecord
 from gameprogress.store import iter_records, open_store
 
@@ -31,9 +34,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def test_migrate_reports_what_it_did(database_url, capsys):
     assert main(["migrate", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out.strip() == "schema at version 2 (applied now: 1, 2)"
+    assert capsys.readouterr().out.strip() == "schema at version 3 (applied now: 1, 2, 3)"
     assert main(["migrate", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out.strip() == "schema at version 2 (applied now: none)"
+    assert capsys.readouterr().out.strip() == "schema at version 3 (applied now: none)"
 
 
 def test_export_then_import_moves_data_between_stores(postgres_server, tmp_path, capsys):
@@ -155,3 +158,30 @@ def test_wsgi_module_reads_the_environment(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "sqlite"
     assert db.is_file()
+
+
+def test_seed_demo_fills_a_store_with_players_over_the_last_days(database_url, capsys):
+    args = ["seed-demo", "--database-url", database_url, "--players", "60", "--days", "10"]
+    assert main(args) == 0
+    assert re.fullmatch(r"seeded \d+ demo players with \d+ updates\n", capsys.readouterr().err)
+    store = open_store(database_url)
+    try:
+        devices = list(iter_records(store))
+        today = dt.datetime.now(dt.timezone.utc).date()
+        period = DateRange(today - dt.timedelta(days=10), today)
+        active = dict(store.daily_active_devices(period))
+        max_level, funnel = store.funnel(20)
+    finally:
+        store.close()
+    assert 50 <= len(devices) <= 60 and all(d.device_id.startswith("demo-") for d in devices)
+    assert sum(d.updates for d in devices) > 10 * len(devices)  # players come back
+    assert len(active) >= 10  # activity on (nearly) every day of the period
+    assert max_level > 10 and len(funnel) > 3  # players spread over the levels
+    # Running it again with --if-empty changes nothing.
+    assert main([*args, "--if-empty"]) == 0
+    assert "nothing seeded" in capsys.readouterr().err
+    store = open_store(database_url)
+    try:
+        assert [r.to_json() for r in iter_records(store)] == [r.to_json() for r in devices]
+    finally:
+        store.close()

@@ -45,13 +45,16 @@ def _free_port() -> int:
 class Server:
     """forklift serving gameprogress.wsgi:app on a free loopback port, stopped by its pid."""
 
-    def __init__(self, database_url: str, log_path: Path) -> None:
+    def __init__(
+        self, database_url: str, log_path: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("GAMEPROGRESS_")}
         src = str(Path(gameprogress.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
         env["GAMEPROGRESS_DATABASE_URL"] = database_url
+        env.update(extra_env or {})
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
