@@ -44,8 +44,10 @@ class Answer:
 
 def pump(sink, answer: Answer, hold: int) -> tuple:
     """Send what the sink holds and advance the app while the socket takes it, never
-    waiting. Returns (bytes moved, done): done when the answer is all out. Raises PeerGone
-    (the client left) or what the app's iterator raised (after its close())."""
+    waiting. Returns (progress, done): progress when bytes went out or the app's iterator
+    moved on (a HEAD answer sends nothing and still progresses); done when the answer is
+    all out. Raises PeerGone (the client left) or what the app's iterator raised (after its
+    close())."""
     moved = 0
     for _ in range(_ROUNDS):
         moved += sink.drain()
@@ -55,4 +57,5 @@ def pump(sink, answer: Answer, hold: int) -> tuple:
         if body is None or body.iterator is None:
             return moved, True
         body.advance(hold)
+        moved += 1
     return moved, False
