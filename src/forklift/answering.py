@@ -58,10 +58,18 @@ class Answering:
         if self._track_busy:  # for harakiri's report: which request each thread runs
             ident = threading.get_ident()
             uri = environ.get("REQUEST_URI") or environ["PATH_INFO"]
-            self.busy[ident] = (start, environ["REQUEST_METHOD"], uri)
+            self.busy[ident] = (
+                start,
+                environ["REQUEST_METHOD"],
+                uri,
+                environ["forklift.request_id"],
+            )
+        elif self._note_current:
+            self.current_start = start
+            self.current_environ = environ
         if self.slot is not None:
             self.slot.request_started()
-        answer = Answer(response, environ, start, ident)
+        answer = Answer(response, environ, start, ident, conn.site.metrics_key, conn.body_size)
         try:
             answer.body = run_app(self.app, environ, response, self.hold)
         except PeerGone as exc:
@@ -78,8 +86,10 @@ class Answering:
             self._app_failed(conn, response, environ, exc)
             self._account(answer)
             return False
-        if ident:
-            self.busy.pop(ident, None)  # the app's call is over; the loop sends the rest
+        if ident:  # the app's call is over; the loop sends the rest
+            self.busy.pop(ident, None)
+        else:
+            self.current_environ = None
         conn.answer = answer
         return self._continue_answer(conn)
 
@@ -121,15 +131,31 @@ class Answering:
             self._log_request(answer)
 
     def _log_request(self, answer) -> None:
-        environ, response, start = answer.environ, answer.response, answer.start
+        """Metrics, the logs, the scoreboard, max-requests: once per request."""
+        environ, response = answer.environ, answer.response
         if answer.ident:
             self.busy.pop(answer.ident, None)
+        else:
+            self.current_environ = None
         if self.slot is not None:
             self.slot.request_finished(response.status[:1] == "5")
+        duration = time.monotonic() - answer.start
+        record = self._record
+        if record is not None:
+            record(
+                (
+                    environ["REQUEST_METHOD"],
+                    response.status,
+                    answer.metrics_key,
+                    duration,
+                    answer.request_bytes,
+                    response.sent,
+                )
+            )
         if self.access_log is not None:
-            self.access_log.log(environ, response.status, response.sent, time.monotonic() - start)
+            self.access_log.log(environ, response.status, response.sent, duration)
         if self._log_notable:
-            log_notable(self.config, environ, response.status, time.monotonic() - start)
+            log_notable(self.config, environ, response.status, duration)
         self.requests_served += 1
         if self.max_requests and self.requests_served >= self.max_requests:
             self.retire(f"served {self.requests_served} requests (max-requests)")

@@ -7,11 +7,21 @@ Exit codes: 0 after a clean stop, 1 when the app cannot be imported or the serve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from . import __version__
 from .argtypes import OneLineParser, seconds
-from .config import PROTOCOL_HTTP, PROTOCOL_UWSGI, Config, parse_address, parse_networks, parse_size
+from .config import (
+    PROTOCOL_HTTP,
+    PROTOCOL_UWSGI,
+    Config,
+    parse_address,
+    parse_networks,
+    parse_size,
+    split_https,
+    tls_paths_absolute,
+)
 from .errors import AppImportError, ConfigError
 
 DESCRIPTION = """\
@@ -24,6 +34,7 @@ Serve a WSGI application over HTTP/1.1 (and the uwsgi protocol) with pre-forked 
 
 EPILOG = """\
 control: forklift reload|stop|status --pidfile FILE
+watch:   forklift top --pidfile FILE | --ini FILE | --stats ADDR
 deploy:  forklift deploy|releases|rollback|systemd-unit --app DIR   (see docs/deploy.md)
 nginx:   forklift nginx-config --upstream ADDR | --ini FILE
 
@@ -133,6 +144,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--forwarded-allow-ips",
         metavar="LIST",
         help="peers whose X-Forwarded-For/-Proto are believed (default 127.0.0.1,::1; '*' all)",
+    )
+    g.add_argument(
+        "--https",
+        "--https-socket",
+        dest="https",
+        metavar="ADDR,CERT,KEY[,CIPHERS[,CA]]",
+        action="append",
+        default=[],
+        help="listen for HTTPS on ADDR with this certificate and key (repeatable; a CA asks "
+        "clients for certificates, !CA requires them)",
+    )
+    g.add_argument("--certfile", metavar="FILE", help="TLS certificate for every --http listener")
+    g.add_argument("--keyfile", metavar="FILE", help="TLS private key for every --http listener")
+    g.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="expect a PROXY protocol v1/v2 header (HAProxy send-proxy) first on every listener",
+    )
+    g.add_argument(
+        "--proxy-allow-ips",
+        metavar="LIST",
+        help="peers allowed to send a PROXY header (default 127.0.0.1,::1; CIDR allowed)",
     )
 
     g = p.add_argument_group("concurrency")
@@ -250,11 +283,29 @@ def build_parser() -> argparse.ArgumentParser:
         "workers but does not re-import changed code)",
     )
     g.add_argument("--vacuum", action="store_true", help="remove unix sockets and pidfile on exit")
-    g.add_argument("--stats", metavar="ADDR", help="serve the master's status as JSON on ADDR")
+    g.add_argument(
+        "--stats",
+        metavar="ADDR",
+        help="read-only: status JSON (raw or GET /status.json), GET /metrics, GET / (a page)",
+    )
+    g.add_argument(
+        "--disable-metrics", action="store_true", help="no request metrics (on by default)"
+    )
+    g.add_argument(
+        "--py-autoreload",
+        metavar="SECONDS",
+        type=seconds,
+        help="development: poll the app's module files every SECONDS, reload when one changes",
+    )
 
     g = p.add_argument_group("logging")
     g.add_argument("--disable-logging", action="store_true", help="no access log")
     g.add_argument("--access-log", metavar="FILE", help="access log file (default: stdout)")
+    g.add_argument(
+        "--access-log-format",
+        choices=["combined", "json"],
+        help="combined (default) or json (OpenTelemetry field names, every value escaped)",
+    )
     g.add_argument(
         "--logto",
         "--error-log",
@@ -302,10 +353,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
                 config.app = app
     listeners = [parse_address(a, PROTOCOL_HTTP, "--http") for a in args.http]
     listeners += [parse_address(a, PROTOCOL_UWSGI, "--socket") for a in args.uwsgi]
+    for text in args.https:
+        addr, files = split_https(text, "--https")
+        address = parse_address(addr, PROTOCOL_HTTP, "--https")
+        listeners.append(dataclasses.replace(address, tls=tls_paths_absolute(files)))
     if listeners:
         config.listeners = listeners  # the command line overrides the file's listeners
     if args.uwsgi_allow_ips:
         config.uwsgi_allow_ips = parse_networks(args.uwsgi_allow_ips, "--uwsgi-allow-ips")
+    if args.proxy_allow_ips:
+        config.proxy_allow_ips = parse_networks(args.proxy_allow_ips, "--proxy-allow-ips")
+    config.proxy_protocol = config.proxy_protocol or args.proxy_protocol
     if args.forwarded_allow_ips:
         config.forwarded_allow_ips = parse_networks(
             args.forwarded_allow_ips, "--forwarded-allow-ips"
@@ -339,11 +397,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "health_check": "health_check",
         "health_host": "health_host",
         "log_level": "log_level",
+        "certfile": "certfile",
+        "keyfile": "keyfile",
+        "py_autoreload": "py_autoreload",
+        "access_log_format": "access_log_format",
     }
     for arg, attr in simple.items():
         value = getattr(args, arg)
         if value is not None:
             setattr(config, attr, value)
+    if args.disable_metrics:
+        config.metrics = False
     config.preload = config.preload or args.preload
     config.vacuum = config.vacuum or args.vacuum
     if args.strict:
@@ -408,6 +472,10 @@ def main(argv: list | None = None) -> int:
         from .deploy.cli import main as deploy_main
 
         return deploy_main(argv)
+    if argv and argv[0] == "top":
+        from .top import main as top_main
+
+        return top_main(argv[1:])
     if argv and argv[0] == "nginx-config":
         from .nginx import main as nginx_main
 

@@ -22,26 +22,99 @@ PROTOCOL_UWSGI = "uwsgi"
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """What a TLS listener is configured with (uWSGI's `https = ADDR,CERT,KEY[,CIPHERS[,CA]]`).
+
+    `ca` asks clients for a certificate signed by it; `require_client_cert` (uWSGI writes the
+    CA as `!ca.crt`) refuses clients without one. The files are read by `tls.build_context`
+    at start and again by each new generation (a HUP picks up renewed certificates).
+    """
+
+    certfile: str
+    keyfile: str
+    ciphers: str | None = None
+    ca: str | None = None
+    require_client_cert: bool = False
+    key: str = "--https"  # the option it came from, for error messages
+
+
+def split_https(text: str, key: str = "https") -> tuple[str, TlsFiles]:
+    """`ADDR,CERT,KEY[,CIPHERS[,CA]]` into the address text and its TlsFiles."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) < 3 or len(parts) > 5 or not all(parts[:3]):
+        raise ConfigError(f"{key}: expected ADDR,CERT,KEY[,CIPHERS[,CA]], got {text!r}")
+    address, certfile, keyfile = parts[:3]
+    ciphers = parts[3] if len(parts) > 3 and parts[3] else None
+    ca = parts[4] if len(parts) > 4 and parts[4] else None
+    required = bool(ca and ca.startswith("!"))
+    if ca and required:
+        ca = ca[1:]
+    return address, TlsFiles(certfile, keyfile, ciphers, ca, required, key)
+
+
+def tls_paths_absolute(files: TlsFiles) -> TlsFiles:
+    """Certificate paths resolved against the directory forklift started in: workers chdir
+    to the app, and each generation reads the files again."""
+    return dataclasses.replace(
+        files,
+        certfile=os.path.abspath(files.certfile),
+        keyfile=os.path.abspath(files.keyfile),
+        ca=os.path.abspath(files.ca) if files.ca else None,
+    )
+
+
+@dataclass(frozen=True)
 class ListenAddress:
     """Where to listen and which protocol is spoken there.
 
     `host` is "" for every IPv4 interface (uWSGI's ":6000"); `path` is set for unix sockets.
+    `tls` is set on listeners that terminate TLS themselves (`https`, `--certfile`).
     """
 
     protocol: str
     host: str = ""
     port: int = 0
     path: str | None = None
+    tls: TlsFiles | None = None
 
     @property
     def is_unix(self) -> bool:
         return self.path is not None
+
+    @property
+    def place(self) -> tuple:
+        """What identifies a listener across reloads (its socket): all but the TLS files."""
+        return (self.protocol, self.host, self.port, self.path)
 
     def __str__(self) -> str:
         if self.path is not None:
             return f"unix:{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+def renew_tls(kept: list, fresh: list) -> list:
+    """The listeners a reload keeps (their sockets stay), with the TLS files the re-read
+    configuration names for the same place: renewed certificates may move."""
+    unused = list(fresh)
+    renewed = []
+    for address in kept:
+        # The first unused one: `http = :0` and `https = :0,...` share a place, in order.
+        match = next((f for f in unused if f.place == address.place), None)
+        if match is not None:
+            unused.remove(match)
+            if match.tls != address.tls:
+                address = dataclasses.replace(address, tls=match.tls)
+        renewed.append(address)
+    return renewed
+
+
+def tls_of(index: int, listener_address: ListenAddress, addresses: list):
+    """The TLS files of the `index`th listener in a generation's config (which lists the
+    listeners in the same order): a HUP may have named new ones."""
+    if index < len(addresses) and addresses[index].place == listener_address.place:
+        return addresses[index].tls
+    return listener_address.tls
 
 
 def parse_address(text: str, protocol: str, key: str = "--http") -> ListenAddress:
@@ -127,6 +200,13 @@ class Config:
     backlog: int = 1024  # listen(2) queue; the kernel caps it at net.core.somaxconn
     uwsgi_allow_ips: tuple = parse_networks("127.0.0.1,::1", "--uwsgi-allow-ips")
     forwarded_allow_ips: tuple = parse_networks("127.0.0.1,::1", "--forwarded-allow-ips")
+    listeners_defaulted: bool = False  # none configured: 127.0.0.1:8000 (or systemd's sockets)
+    # TLS on every --http listener, gunicorn style (`https = ...` sets it per listener)
+    certfile: str | None = None
+    keyfile: str | None = None
+    # PROXY protocol v1/v2 header expected first on every listener, only from these peers
+    proxy_protocol: bool = False
+    proxy_allow_ips: tuple = parse_networks("127.0.0.1,::1", "--proxy-allow-ips")
 
     # --- concurrency
     processes: int = 1
@@ -161,7 +241,8 @@ class Config:
     pidfile: str | None = None
     daemonize: str | None = None
     vacuum: bool = False
-    stats: str | None = None
+    stats: str | None = None  # read-only stats listener: JSON, /metrics, the status page
+    metrics: bool = True  # request metrics (a few integer increments per request)
     config_file: str | None = None  # the ini file a reload re-reads
 
     # --- uWSGI features honoured from ini files (and some CLI options)
@@ -170,6 +251,7 @@ class Config:
     static_maps: list = field(default_factory=list)  # (url prefix, directory)
     add_headers: list = field(default_factory=list)  # (name, value) added to every answer
     touch_reload: list = field(default_factory=list)  # files whose mtime change means HUP
+    py_autoreload: float = 0.0  # seconds between polls of the app's module files; 0 = off
     attach_daemons: list = field(default_factory=list)  # commands the master supervises
     exec_asap: list = field(default_factory=list)  # commands run once before anything
     hook_pre_app: list = field(default_factory=list)  # "exec:cmd" run before the app import
@@ -185,6 +267,7 @@ class Config:
 
     # --- logging
     access_log: str | None = "-"  # "-" = stdout; None = off (--disable-logging)
+    access_log_format: str = "combined"  # or "json" (OpenTelemetry field names)
     error_log: str | None = None  # None = stderr (--logto FILE)
     log_level: str = "info"
     log_4xx: bool = False  # with disable-logging, still log client errors (uWSGI's log-4xx)
@@ -216,6 +299,22 @@ class Config:
             self.script_name = sn
         if not self.listeners:
             self.listeners = [ListenAddress(PROTOCOL_HTTP, "127.0.0.1", 8000)]
+            self.listeners_defaulted = True
+        if self.py_autoreload < 0:
+            raise ConfigError("--py-autoreload: must not be negative")
+        if bool(self.certfile) != bool(self.keyfile):
+            given, missing = (
+                ("--certfile", "--keyfile") if self.certfile else ("--keyfile", "--certfile")
+            )
+            raise ConfigError(f"{given} needs {missing} too")
+        if self.certfile:
+            files = tls_paths_absolute(TlsFiles(self.certfile, self.keyfile, key="--certfile"))
+            self.listeners = [
+                dataclasses.replace(a, tls=files)
+                if a.protocol == PROTOCOL_HTTP and a.tls is None
+                else a
+                for a in self.listeners
+            ]
         return self
 
     def replace(self, **changes) -> Config:

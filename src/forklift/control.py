@@ -109,6 +109,15 @@ def reload(
     raise ControlError(f"reload did not finish within {timeout:.0f} s")
 
 
+def stacks(pidfile: str, pid: int) -> dict:
+    """Ask the master (control socket only) to have worker `pid` write the stacks of all its
+    threads to the error log."""
+    answer = _ask(pidfile, None, {"cmd": "stacks", "pid": pid}, 5.0)
+    if not answer.get("accepted"):
+        raise ControlError(str(answer.get("error") or "refused"))
+    return answer
+
+
 def stop(pidfile: str, graceful: bool = True, timeout: float = 60.0) -> None:
     """TERM (graceful) or INT (fast), then wait for the master to exit."""
     pid = read_pid(pidfile)

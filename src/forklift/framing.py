@@ -179,7 +179,6 @@ class Response:
         "status",
         "sent",
     )
-    can_sendfile = True
 
     def __init__(self, request, parser, sink, keep_alive: bool):
         self.sink = sink
@@ -193,7 +192,14 @@ class Response:
         self.status = ""
         self.sent = 0
 
+    @property
+    def can_sendfile(self) -> bool:
+        """Whether `run_app` may hand a file to `sendfile`: the sink's call (a TLS sink,
+        say, cannot let the kernel send plain file bytes)."""
+        return self.sink.can_sendfile
+
     def frame(self, status: str, headers: list, known_length: int | None) -> ResponseFrame:
+        """Serialise the head around `body_framing` (each protocol's own syntax)."""
         raise NotImplementedError
 
     def send_head(self, status: str, headers: list, known_length: int | None) -> None:

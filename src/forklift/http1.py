@@ -606,7 +606,6 @@ def frame_response(
     request: RequestHead | None,
     status: str,
     headers: list,
-    *,
     known_length: int | None = None,
     keep_alive: bool = True,
     extra: bytes = b"",
@@ -651,13 +650,9 @@ class HttpResponse(Response):
     __slots__ = ()
 
     def frame(self, status: str, headers: list, known_length: int | None) -> ResponseFrame:
+        # Positional: this runs once per answer, and keywords cost more than they say here.
         return frame_response(
-            self.request,
-            status,
-            headers,
-            known_length=known_length,
-            keep_alive=self.keep_alive,
-            extra=date_cache.get(),
+            self.request, status, headers, known_length, self.keep_alive, date_cache.get()
         )
 
 

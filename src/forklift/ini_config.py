@@ -14,6 +14,7 @@ this module decides what each key means. Keys fall in four groups, each with one
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 
@@ -25,6 +26,8 @@ from .config import (
     parse_address,
     parse_networks,
     parse_size,
+    split_https,
+    tls_paths_absolute,
 )
 from .errors import ConfigError
 from .uwsgi_ini import atoi, read_ini, referenced_names
@@ -113,6 +116,15 @@ def _http(b: _Builder, e) -> None:
 
 def _uwsgi_socket(b: _Builder, e) -> None:
     b.config.listeners.append(b.address(e, PROTOCOL_UWSGI))
+
+
+def _https(b: _Builder, e) -> None:
+    """`https = ADDR,CERT,KEY[,CIPHERS[,CA]]`: uWSGI's HTTPS router; forklift's workers
+    terminate TLS on that address themselves."""
+    # The key names file and line: a certificate problem found at start is reported so.
+    text, files = split_https(e.value, f"{e.file}:{e.line}: {e.key}")
+    address = b.address(e._replace(value=text), PROTOCOL_HTTP)
+    b.config.listeners.append(dataclasses.replace(address, tls=tls_paths_absolute(files)))
 
 
 def _protocol(b: _Builder, e) -> None:
@@ -263,6 +275,12 @@ _APPLY = {
     "uwsgi-socket": _uwsgi_socket,
     "http-socket": _http,
     "http": _http,
+    "https": _https,
+    "https-socket": _https,
+    "http-enable-proxy-protocol": _set("proxy_protocol", "bool"),
+    "enable-proxy-protocol": _set("proxy_protocol", "bool"),
+    "py-autoreload": _set("py_autoreload", "float"),
+    "python-autoreload": _set("py_autoreload", "float"),
     "protocol": _protocol,
     "socket-protocol": _protocol,
     "listen": _set("backlog", "int", 1),
@@ -348,8 +366,6 @@ ACCEPTED_NOOP = frozenset(
         "hook-master-start",
         "no-orphans",
         "optimize",
-        "py-autoreload",
-        "python-autoreload",
         "cpu-affinity",
         "reuse-port",
         "so-keepalive",
@@ -448,9 +464,7 @@ REFUSED = {
     "subscribe-to": "subscriptions (fastrouter) are not part of forklift",
     "subscribe2": "subscriptions (fastrouter) are not part of forklift",
     "legion": "legions are not part of forklift",
-    "https": "TLS is terminated by nginx in front of forklift, not by forklift",
-    "https-socket": "TLS is terminated by nginx in front of forklift, not by forklift",
-    "ssl-socket": "TLS is terminated by nginx in front of forklift, not by forklift",
+    "ssl-socket": "the uwsgi protocol over TLS is not served: use https or https-socket",
     "fastcgi-socket": "FastCGI is not served: use socket (uwsgi protocol) or http-socket",
     "scgi-socket": "SCGI is not served: use socket (uwsgi protocol) or http-socket",
     "rack": "only Python WSGI apps are served",

@@ -7,6 +7,7 @@ the timestamp cached per second.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -56,15 +57,23 @@ def _clean(text: str) -> str:
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-class AccessLog:
-    """Combined log format lines, to stdout ("-") or a file opened in append mode."""
+ACCESS_LOG_FORMATS = ("combined", "json")
 
-    def __init__(self, path: str | None):
+
+class AccessLog:
+    """One line per answered request, to stdout ("-") or a file opened in append mode:
+    the combined format (default) or JSON (`fmt="json"`, see `log_json`)."""
+
+    def __init__(self, path: str | None, fmt: str = "combined"):
         self.path = path
         self._lock = threading.Lock()
         self._second = -1
         self._stamp = ""
         self._fd = -1
+        if fmt == "json":
+            self.log = self.log_json  # chosen once: no per-request branch
+        elif fmt != "combined":
+            raise ValueError(f"unknown access log format {fmt!r}")
         self.reopen()
 
     def reopen(self) -> None:
@@ -114,12 +123,62 @@ class AccessLog:
             _clean(environ.get("HTTP_USER_AGENT", "-")),
             int(duration * 1e6),
         )
-        data = line.encode("utf-8", "backslashreplace")
+        self._write(line.encode("utf-8", "backslashreplace"))
+
+    def log_json(self, environ: dict, status: str, size: int, duration: float) -> None:
+        """One JSON object per line, fields named after the OpenTelemetry HTTP semantic
+        conventions. json.dumps with ensure_ascii escapes every value: quotes, backslashes,
+        control characters (C0, DEL and C1) and non-ASCII, so no client text can end a line,
+        forge a field or reach a terminal as a control sequence."""
+        now = time.time()
+        protocol = environ.get("SERVER_PROTOCOL", "")
+        record = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            + ".%03dZ" % (now % 1 * 1000),
+            "http.request.method": _text(environ.get("REQUEST_METHOD", "")),
+            "url.path": _text(_path_of(environ)),
+            "url.query": _text(environ.get("QUERY_STRING", "")),
+            "url.scheme": environ.get("wsgi.url_scheme", "http"),
+            "http.response.status_code": int(status[:3]) if status[:3].isdigit() else None,
+            "http.response.body.size": size,
+            "http.server.request.duration": round(duration, 6),
+            "client.address": environ.get("REMOTE_ADDR") or None,
+            "network.protocol.name": environ.get("forklift.protocol", "http"),
+            "network.protocol.version": protocol.partition("/")[2] or None,
+            "user_agent.original": _text(environ.get("HTTP_USER_AGENT")),
+            "http.request.header.referer": _text(environ.get("HTTP_REFERER")),
+            "http.request.id": environ.get("forklift.request_id"),
+        }
+        length = environ.get("CONTENT_LENGTH")
+        if length and length.isdigit():
+            record["http.request.body.size"] = int(length)
+        line = json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"
+        self._write(line.encode("ascii"))
+
+    def _write(self, data: bytes) -> None:
         with self._lock:
             try:
                 os.write(self._fd, data)
             except OSError:
                 pass  # a full disk or closed stdout must never break serving
+
+
+def _text(value: str | None) -> str | None:
+    """A WSGI "bytes as latin-1" string back to the text the client sent (UTF-8 when it is,
+    otherwise each undecodable byte as \\xHH)."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return value
+
+
+def _path_of(environ: dict) -> str:
+    uri = environ.get("REQUEST_URI")
+    if uri:
+        return uri.partition("?")[0]
+    return environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
 
 
 def log_notable(config, environ: dict, status: str, duration: float) -> None:
@@ -129,12 +188,13 @@ def log_notable(config, environ: dict, status: str, duration: float) -> None:
     slow = config.log_slow and duration * 1000 >= config.log_slow
     if (kind == "4" and config.log_4xx) or (kind == "5" and config.log_5xx) or slow:
         error_log.warning(
-            "%s %s -> %s in %.0f ms from %s",
+            "%s %s -> %s in %.0f ms from %s [request %s]",
             environ.get("REQUEST_METHOD"),
             environ.get("REQUEST_URI") or environ.get("PATH_INFO"),
             status or "(no answer)",
             duration * 1000,
             environ.get("REMOTE_ADDR") or "-",
+            environ.get("forklift.request_id", "-"),
         )
 
 
@@ -143,16 +203,23 @@ def log_app_error(environ: dict, exc: BaseException, *, head_sent: bool, contrac
     one line; an exception gets the traceback being handled. `head_sent`: the client only
     learns of it by the close."""
     method, uri = environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI")
+    request_id = environ.get("forklift.request_id", "-")  # the request's lines share it
     if head_sent:
         error_log.error(
-            "error after the response head was sent for %s %s; closing the connection\n%s",
+            "error after the response head was sent for %s %s [request %s]; "
+            "closing the connection\n%s",
             method,
             uri,
+            request_id,
             traceback.format_exc().rstrip(),
         )
     elif contract:
-        error_log.error("%s %s: %s", method, uri, exc)
+        error_log.error("%s %s [request %s]: %s", method, uri, request_id, exc)
     else:
         error_log.error(
-            "exception in the app for %s %s\n%s", method, uri, traceback.format_exc().rstrip()
+            "exception in the app for %s %s [request %s]\n%s",
+            method,
+            uri,
+            request_id,
+            traceback.format_exc().rstrip(),
         )

@@ -18,11 +18,16 @@ import socket
 import sys
 import time
 
+from . import sockets
+from .config import renew_tls
 from .control_server import ControlServer
 from .daemons import AttachDaemons, describe_exit
 from .errors import AppImportError, ConfigError
 from .log import error_log, setup_error_log
+from .metrics import MetricsBoard, RequestTotals
 from .scoreboard import Scoreboard
+from .stats_server import StatsServer
+from .status import Events, describe_listener, metrics_text, status_document
 from .worker import EXIT_BOOT_FAILED, boot
 
 _BOOT_TIMEOUT = 60.0  # a worker that neither reports ready nor fails in this time is killed
@@ -53,7 +58,17 @@ def set_proctitle(title: str) -> None:
 class WorkerProcess:
     """What the master knows of one worker."""
 
-    __slots__ = ("pid", "generation", "slot", "number", "started", "ready", "retiring", "killed")
+    __slots__ = (
+        "pid",
+        "generation",
+        "slot",
+        "number",
+        "started",
+        "ready",
+        "retiring",
+        "killed",
+        "retire_reason",
+    )
 
     def __init__(self, pid, generation, slot, number):
         self.pid = pid
@@ -64,6 +79,7 @@ class WorkerProcess:
         self.ready = False
         self.retiring = False
         self.killed = False
+        self.retire_reason = None  # why it is replaced on purpose (recycles by reason)
 
 
 class Master:
@@ -81,6 +97,12 @@ class Master:
         self.previous_config = None
         self.target = config.processes
         self.scoreboard = Scoreboard(max(256, config.processes * 4))
+        # Request metrics: workers write their region of the board; the totals keep the
+        # counts of workers gone. Created before any fork, like the scoreboard.
+        self.metrics_board = MetricsBoard(self.scoreboard.slots) if config.metrics else None
+        self.totals = RequestTotals(self.metrics_board) if config.metrics else None
+        self.events = Events()
+        self.stats = None  # the read-only StatsServer of --stats
         self.started = time.time()
         self.stopping = None  # None, "graceful" or "fast"
         self.stop_deadline = 0.0
@@ -116,7 +138,19 @@ class Master:
 
     def open_control(self) -> None:
         """Bind the control socket (PIDFILE.sock) and --stats; before dropping privileges."""
-        self.control.open(self.config.pidfile, self.config.stats)
+        self.control.open(self.config.pidfile)
+        if self.config.stats:
+            from .config import PROTOCOL_HTTP, parse_address
+
+            address = parse_address(self.config.stats, PROTOCOL_HTTP, "--stats")
+            self._stats_listener = sockets.bind(address, 16)
+            self.stats = StatsServer(
+                self._stats_listener.sock, self.status, lambda: metrics_text(self)
+            )
+            error_log.info(
+                "stats (read-only) on %s: raw JSON, GET /metrics, /status.json, /",
+                describe_listener(self._stats_listener),
+            )
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -124,6 +158,7 @@ class Master:
         self._install_signals()
         if not self.control.opened:
             self.open_control()
+        stats = self.stats
         error_log.info(
             "master %d: %d worker(s) x %d thread(s)",
             os.getpid(),
@@ -142,9 +177,15 @@ class Master:
                     self.daemons.stop(self._reap)
                     return self.exit_code
                 rlist = [self._signal_r, self._notify_r] + self.control.readers()
+                wlist = []
                 timeout = 0.05 if self.control.clients else 0.25
+                if stats is not None:
+                    rlist += stats.readers()
+                    wlist = stats.writers()
+                    if stats.timeout() is not None:
+                        timeout = min(timeout, stats.timeout())
                 try:
-                    ready, _, _ = select.select(rlist, [], [], timeout)
+                    ready, writable, _ = select.select(rlist, wlist, [], timeout)
                 except InterruptedError:
                     continue
                 for fd in ready:
@@ -152,13 +193,22 @@ class Master:
                         self._on_signals()
                     elif fd == self._notify_r:
                         self._on_notify()
+                    elif stats is not None and stats.owns(fd):
+                        stats.on_readable(fd)
                     else:
                         self.control.on_readable(fd)
+                for fd in writable:
+                    stats.on_writable(fd)
+                if stats is not None:
+                    stats.tick()
                 self.control.answer_silent()
                 self._reap()
         finally:
             signal.set_wakeup_fd(-1)
             self.control.close()
+            if self.stats is not None:
+                self.stats.close()
+                sockets.close_all([self._stats_listener], unlink=True)
 
     def _on_signals(self) -> None:
         try:
@@ -209,10 +259,23 @@ class Master:
                     notify_systemd(f"READY=1\nMAINPID={os.getpid()}")
                 self.boot_failures = 0
                 self._check_reload_done()
+            elif kind == "changed":
+                self._on_code_changed(worker, message)
             elif kind == "retiring":
                 worker.retiring = True  # _maintain starts its replacement now
+                worker.retire_reason = worker.retire_reason or message or "exit"
             elif kind == "harakiri":
                 worker.retiring = True
+                worker.retire_reason = "harakiri"
+                self.events.harakiri_kills += 1
+
+    def _on_code_changed(self, worker: WorkerProcess, path: str) -> None:
+        """py-autoreload: a worker of the serving generation saw one of its app's files
+        change; reload as HUP does (a change that fails to import keeps the old serving)."""
+        if self.stopping or self.pending is not None or worker.generation != self.serving:
+            return  # a reload is under way, or an old worker saw what the new one loaded
+        error_log.info("py-autoreload: %s changed; reloading", path)
+        self.reload()
 
     # -- reaping ----------------------------------------------------------------------------
     def _reap(self) -> None:
@@ -233,6 +296,8 @@ class Master:
                 self.daemons.exited(pid, status, bool(self.stopping))
                 continue
             self.scoreboard.release(worker.slot)
+            if self.totals is not None:
+                self.totals.worker_gone(worker.slot)  # its counts outlive it
             self._on_worker_exit(worker, status)
 
     def _on_worker_exit(self, worker: WorkerProcess, status: int) -> None:
@@ -262,6 +327,7 @@ class Master:
                 return
             self.boot_failures += 1
             self.boot_failures_since_reload += 1
+            self.events.boot_failures += 1
             delay = min(_MAX_BACKOFF, 0.5 * 2 ** (self.boot_failures - 1))
             self.next_spawn_at = time.monotonic() + delay
             error_log.error(
@@ -270,11 +336,14 @@ class Master:
             return
         if code == 0 and not self.stopping:
             worker.retiring = True  # a worker only exits 0 on purpose (max-requests, signal)
+        if worker.retiring and not self.stopping and worker.retire_reason != "harakiri":
+            self.events.recycled(worker.retire_reason or "exit")
         if self.stopping or worker.retiring or worker.killed:
             if code not in (0, -signal.SIGKILL) and not worker.retiring:
                 error_log.info("worker %d exited: %s", worker.pid, _describe_exit(code))
             return
         self.crashes_since_reload += 1
+        self.events.crashes += 1
         error_log.error(
             "worker %d died unexpectedly (%s); replacing it", worker.pid, _describe_exit(code)
         )
@@ -303,6 +372,7 @@ class Master:
         elif len(active) > self.target:
             for worker in sorted(active, key=lambda w: w.started)[: len(active) - self.target]:
                 worker.retiring = True
+                worker.retire_reason = "scale_down"
                 _kill(worker.pid, signal.SIGTERM)
 
     def _check_health(self, now: float) -> None:
@@ -334,6 +404,7 @@ class Master:
                 )
                 _kill(worker.pid, signal.SIGKILL)
                 worker.killed = True
+                self.events.harakiri_kills += 1
                 continue
             if config.reload_on_rss and not worker.retiring:
                 rss = rss_mb(worker.pid)
@@ -345,6 +416,7 @@ class Master:
                         config.reload_on_rss,
                     )
                     worker.retiring = True
+                    worker.retire_reason = "reload_on_rss"
                     _kill(worker.pid, signal.SIGTERM)
 
     def generation_config(self, generation: int):
@@ -393,6 +465,8 @@ class Master:
         for fd in (self._signal_r, self._signal_w, self._notify_r):
             os.close(fd)
         self.control.close(unlink=False)
+        if self.stats is not None:
+            self.stats.close()  # the master's: a worker keeps no stats client open
         set_proctitle(f"forklift: worker {number}")
         notify_fd = self._notify_w
 
@@ -403,6 +477,11 @@ class Master:
             except OSError:
                 pass
 
+        if config.py_autoreload and self.preloaded_app is None:
+            from .autoreload import watch_after_ready
+
+            # What is imported from here on is the app's: the worker imports it next.
+            notify = watch_after_ready(notify, config.py_autoreload, set(sys.modules))
         return boot(
             config,
             self.listeners,
@@ -412,6 +491,7 @@ class Master:
             slot=self.scoreboard.view(slot),
             master_pid=master_pid,
             log_boot_errors=self.ever_ready,  # on a first start the master reports it, once
+            metrics=self.metrics_board.writer(slot) if self.metrics_board is not None else None,
         )
 
     # -- log-maxsize and touch-reload --------------------------------------------------------
@@ -458,19 +538,29 @@ class Master:
         if self.pending is not None:
             error_log.warning("reload ignored: a reload is already in progress")
             return "a reload is already in progress"
-        if self.reload_config is not None:
+        if self.reload_config is not None or _has_tls(self.config):
             try:
-                new = self.reload_config()
+                new = self.reload_config() if self.reload_config is not None else None
+                listeners = self.config.listeners
+                if new is not None:
+                    listeners = renew_tls(listeners, new.listeners)
+                if any(address.tls is not None for address in listeners):
+                    # Listeners stay across reloads; their certificate files are read again.
+                    from .tls import check_tls_files
+
+                    check_tls_files(listeners)
             except (ConfigError, AppImportError) as exc:
                 self.reload_state = {
                     "generation": self.generation + 1,
                     "state": "failed",
                     "error": str(exc),
                 }
+                self.events.reloaded("failed")
                 error_log.error("reload refused, old workers keep serving: %s", exc)
                 return str(exc)
-            self.previous_config = self.config
-            self._apply_reloaded_config(new)
+            if new is not None:
+                self.previous_config = self.config
+                self._apply_reloaded_config(new)
         self.generation += 1
         self.pending = self.generation
         if health is not None:
@@ -486,7 +576,7 @@ class Master:
 
     def _apply_reloaded_config(self, new) -> None:
         # Listeners stay: they are bound once and shared, so no connection is refused.
-        new.listeners = self.config.listeners
+        new.listeners = renew_tls(self.config.listeners, new.listeners)
         self.target = new.processes
         self.config = new
 
@@ -504,9 +594,11 @@ class Master:
             del self.health[old]
         notify_systemd("READY=1")
         self.reload_state = {"generation": self.serving, "state": "done", "error": None}
+        self.events.reloaded("done")
         for worker in self.workers.values():
             if worker.generation != self.serving and not worker.retiring:
                 worker.retiring = True
+                worker.retire_reason = "reload"
                 _kill(worker.pid, signal.SIGTERM)
         error_log.info(
             "reload: generation %d is serving; old workers finish and exit", self.generation
@@ -515,6 +607,7 @@ class Master:
     def _reload_failed(self, reason: str) -> None:
         error_log.error("reload failed, old workers keep serving: %s", reason)
         self.reload_state = {"generation": self.pending, "state": "failed", "error": reason}
+        self.events.reloaded("failed")
         for worker in list(self.workers.values()):
             if worker.generation == self.pending and not worker.killed:
                 worker.killed = True
@@ -542,40 +635,12 @@ class Master:
 
     # -- status -----------------------------------------------------------------------------
     def status(self) -> dict:
-        now = time.monotonic()
-        workers = []
-        for w in sorted(self.workers.values(), key=lambda w: w.number):
-            _, _, busy, requests, _, errors = self.scoreboard.read(w.slot)
-            workers.append(
-                {
-                    "pid": w.pid,
-                    "number": w.number,
-                    "generation": w.generation,
-                    "age": round(now - w.started, 1),
-                    "ready": w.ready,
-                    "retiring": w.retiring,
-                    "requests": requests,
-                    "errors_5xx": errors,
-                    "busy": busy,
-                    "state": "busy" if busy else "idle",
-                    "rss_mb": round(rss_mb(w.pid), 1),
-                }
-            )
-        return {
-            "pid": os.getpid(),
-            "uptime": round(time.time() - self.started, 1),
-            "generation": self.serving,
-            "reload": self.reload_state,
-            "target_workers": self.target,
-            "threads": self.config.threads,
-            "stopping": self.stopping,
-            "boot_failures": self.boot_failures_since_reload,
-            "crashes": self.crashes_since_reload,
-            "workers": workers,
-        }
+        """The status document (status.py): `forklift status`, top, the stats port."""
+        return status_document(self)
 
     def _control_command(self, command: dict | None) -> dict:
-        """No command (the peer just reads): the status. {"cmd": "reload", ...}: a reload."""
+        """No command (the peer just reads): the status. {"cmd": "reload", ...}: a reload.
+        {"cmd": "stacks", "pid": N}: worker N writes its threads' stacks to the error log."""
         if not command:
             return self.status()
         if command.get("cmd") == "reload":
@@ -589,7 +654,17 @@ class Master:
             if error is not None:
                 return {"accepted": False, "error": error, "reload": self.reload_state}
             return {"accepted": True, "reload": self.reload_state}
+        if command.get("cmd") == "stacks":
+            pid = command.get("pid")
+            if not isinstance(pid, int) or pid not in self.workers:
+                return {"accepted": False, "error": f"{pid!r} is not a worker of this master"}
+            _kill(pid, signal.SIGUSR2)  # the worker writes its threads' stacks to the error log
+            return {"accepted": True, "pid": pid}
         return {"accepted": False, "error": f"unknown command {command.get('cmd')!r}"}
+
+
+def _has_tls(config) -> bool:
+    return any(address.tls is not None for address in config.listeners)
 
 
 def notify_systemd(message: str) -> None:

@@ -16,17 +16,22 @@ _ROUNDS = 16  # drain/advance rounds per pump: one fast client cannot starve the
 
 class Answer:
     """One request's answer in flight: the `framing.Response`, the app's `wsgi.AppBody`
-    (None once nothing of the app is left to run or close), and what the access log and
-    the scoreboard need when it ends (`environ`, `start`, `ident` for harakiri)."""
+    (None once nothing of the app is left to run or close), and what the access log, the
+    metrics and the scoreboard need when it ends (`environ`, `start`, `ident` for
+    harakiri, the listener's `metrics_key`, the `request_bytes` of its body)."""
 
-    __slots__ = ("response", "body", "environ", "start", "ident")
+    __slots__ = ("response", "body", "environ", "start", "ident", "metrics_key", "request_bytes")
 
-    def __init__(self, response, environ: dict, start: float, ident: int):
+    def __init__(
+        self, response, environ: dict, start: float, ident: int, metrics_key, request_bytes: int
+    ):
         self.response = response
         self.body = None
         self.environ = environ
         self.start = start
         self.ident = ident
+        self.metrics_key = metrics_key
+        self.request_bytes = request_bytes
 
     @property
     def needs_app(self) -> bool:

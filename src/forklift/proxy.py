@@ -1,5 +1,5 @@
-"""Which peers are believed: X-Forwarded-For/-Proto from the proxies named in
---forwarded-allow-ips, and the networks a listener admits at all (--uwsgi-allow-ips).
+"""Which peers are believed: X-Forwarded-For/-Proto and X-Request-Id from the proxies named
+in --forwarded-allow-ips, and the networks a listener admits at all (--uwsgi-allow-ips).
 
 The gateway asks here before it lets a header rewrite REMOTE_ADDR or the URL scheme; the
 worker asks here before it accepts a connection on a listener whose protocol is a proxy's
@@ -9,6 +9,9 @@ word (uwsgi vars carry REMOTE_ADDR and HTTPS as facts).
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import os
+import re
 
 _CACHE_MAX = 1024  # peers remembered per process; bounded so a scan cannot grow it
 _cache: dict = {}
@@ -32,6 +35,36 @@ def peer_in(host: str, networks) -> bool:
         if len(_cache) < _CACHE_MAX:
             _cache[key] = allowed
     return allowed
+
+
+# A request id from a trusted proxy is kept when it looks like one (nginx's $request_id is
+# 32 hex digits; UUIDs and the like fit too); anything else is replaced by our own.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
+# Our ids: a random prefix per process and a counter, unique without a syscall per request.
+_ids: list = [os.urandom(6).hex(), itertools.count(1)]
+
+
+def _new_process() -> None:
+    _ids[:] = [os.urandom(6).hex(), itertools.count(1)]  # a forked worker: its own prefix
+
+
+os.register_at_fork(after_in_child=_new_process)
+
+
+def assign_request_id(environ: dict, peer, allow_ips, from_proxy: bool) -> str:
+    """The request's id, in `HTTP_X_REQUEST_ID` and `forklift.request_id`: the client's
+    X-Request-Id when a trusted proxy sent it (an `allow_ips` peer, a unix socket, or a
+    protocol only proxies speak: `from_proxy`) and it looks like an id; else a new one."""
+    given = environ.get("HTTP_X_REQUEST_ID")
+    if (
+        given is None
+        or not (from_proxy or peer is None or peer_in(peer[0], allow_ips))
+        or _REQUEST_ID.fullmatch(given) is None
+    ):
+        given = "%s%08x" % (_ids[0], next(_ids[1]))
+        environ["HTTP_X_REQUEST_ID"] = given
+    environ["forklift.request_id"] = given
+    return given
 
 
 def apply_forwarded(environ: dict, peer, allow_ips) -> None:

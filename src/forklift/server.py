@@ -36,12 +36,35 @@ def serve(config, reload_config=None) -> int:
         os.umask(config.umask)
     for command in config.exec_asap:
         run_hook(command, "exec-asap")
-    listeners = [
-        sockets.bind(addr, config.backlog, config.chmod_socket) for addr in config.listeners
-    ]
+    if any(address.tls is not None for address in config.listeners):
+        from .tls import check_tls_files  # ssl is imported only when TLS is used
+
+        check_tls_files(config.listeners)  # a bad certificate stops the start before binding
+    listeners = open_listeners(config)
     try:
         for listener in listeners:
-            error_log.info("listening on %s (%s)", describe(listener), listener.address.protocol)
+            error_log.info(
+                "listening on %s (%s)%s",
+                describe(listener),
+                scheme(listener.address),
+                " from systemd" if listener.inherited else "",
+            )
+        if config.py_autoreload:
+            if config.preload:
+                error_log.warning(
+                    "py-autoreload has no effect with --preload: the app is imported once, "
+                    "in the master, and a reload does not import it again"
+                )
+            else:
+                error_log.info(
+                    "py-autoreload: the app's module files are polled every %s s",
+                    config.py_autoreload,
+                )
+        if config.proxy_protocol:
+            error_log.info(
+                "PROXY protocol header expected on every connection, from %s",
+                ", ".join(str(n) for n in config.proxy_allow_ips) or "nobody",
+            )
         if config.pidfile:
             write_pidfile(config.pidfile)
         if config.chown_socket:
@@ -63,6 +86,37 @@ def serve(config, reload_config=None) -> int:
                 remove_pidfile(config.pidfile)
     finally:
         sockets.close_all(listeners, unlink=True)
+
+
+def scheme(address) -> str:
+    """What a listener speaks, for the log: http, https or uwsgi."""
+    return "https" if address.tls is not None else address.protocol
+
+
+def open_listeners(config) -> list:
+    """The sockets systemd passed (LISTEN_FDS), and the configured addresses left to bind,
+    in the configured order."""
+    from .activation import adopt_listeners, passed_fds
+
+    fds = passed_fds()
+    if not fds:
+        return [sockets.bind(a, config.backlog, config.chmod_socket) for a in config.listeners]
+    adopted, remaining = adopt_listeners(fds, config.listeners, config.listeners_defaulted)
+    if config.listeners_defaulted:
+        config.listeners = [listener.address for listener in adopted]
+        return adopted
+    by_address = {id(listener.address): listener for listener in adopted}
+    listeners = []
+    try:
+        for address in config.listeners:
+            listener = by_address.get(id(address))
+            if listener is None:
+                listener = sockets.bind(address, config.backlog, config.chmod_socket)
+            listeners.append(listener)
+    except ConfigError:
+        sockets.close_all(listeners + adopted)
+        raise
+    return listeners
 
 
 def raise_fd_limit() -> None:

@@ -26,6 +26,7 @@ from .errors import PeerGone
 
 RECV_SIZE = 65536
 _IOV_BATCH = 64  # queued buffers handed to one sendmsg()
+_FILE_BLOCK = 256 * 1024  # a file sent through TLS is read in blocks of this size
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 
@@ -88,15 +89,24 @@ class Sink:
     running its request) is the only one touching it.
     """
 
-    __slots__ = ("sock", "fd", "timeout", "queue", "queued", "unsent")
+    __slots__ = ("sock", "fd", "timeout", "queue", "queued", "unsent", "kernel_sendfile")
+    # Files work on every sink: over TLS `drain` sends the file's blocks through the socket.
+    can_sendfile = True
 
     def __init__(self, sock, timeout: float):
-        self.sock = sock
-        self.fd = sock.fileno()
+        self.use(sock)
         self.timeout = timeout
         self.queue = collections.deque()
         self.queued = 0
         self.unsent = -1  # the kernel's send queue at the last look (TIOCOUTQ)
+
+    def use(self, sock) -> None:
+        """Send through `sock` from now on (the TLS socket, once the handshake is done).
+        Over TLS, files and queued pieces go through the socket's send(): os.sendfile()
+        and sendmsg() would put plaintext on the wire."""
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.kernel_sendfile = not getattr(sock, "encrypts", False)
 
     @property
     def pending(self) -> bool:
@@ -146,7 +156,10 @@ class Sink:
                     break
                 buffers.append(piece)
             try:
-                n = self.sock.sendmsg(buffers)
+                if self.kernel_sendfile:
+                    n = self.sock.sendmsg(buffers)
+                else:
+                    n = self.sock.send(buffers[0])  # TLS: one record source at a time
             except (BlockingIOError, InterruptedError):
                 return moved
             except OSError as exc:
@@ -164,9 +177,14 @@ class Sink:
         return moved
 
     def _send_file_span(self, span: list) -> int | None:
-        """One sendfile() of the span at the queue's head; None when the kernel is full."""
+        """One sendfile() of the span at the queue's head (over TLS: one block read and
+        sent through the socket); None when the kernel is full."""
         try:
-            n = os.sendfile(self.fd, span[0], span[1], span[2])
+            if self.kernel_sendfile:
+                n = os.sendfile(self.fd, span[0], span[1], span[2])
+            else:
+                block = os.pread(span[0], min(span[2], _FILE_BLOCK), span[1])
+                n = self.sock.send(block) if block else 0
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:

@@ -17,10 +17,14 @@ from .errors import ConfigError
 
 
 class Listener(NamedTuple):
-    """A bound, listening socket and the address it was asked for."""
+    """A bound, listening socket and the address it was asked for.
+
+    `inherited`: passed by systemd (LISTEN_FDS); its unix socket file is systemd's to remove.
+    """
 
     sock: socket.socket
     address: ListenAddress
+    inherited: bool = False
 
     @property
     def port(self) -> int:
@@ -97,7 +101,12 @@ def close_all(listeners: list, unlink: bool = False) -> None:
     """Close listeners; with `unlink`, remove unix socket files too (--vacuum)."""
     for listener in listeners:
         listener.sock.close()
-        if unlink and listener.address.is_unix and not listener.address.path.startswith("@"):
+        if (
+            unlink
+            and listener.address.is_unix
+            and not listener.inherited
+            and not listener.address.path.startswith("@")
+        ):
             try:
                 os.unlink(listener.address.path)
             except FileNotFoundError:

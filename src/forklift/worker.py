@@ -34,10 +34,9 @@ from .errors import AppImportError, PeerGone, ProtocolError
 from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
 from .log import AccessLog, error_log, setup_error_log
 from .pool import Pool
-from .proxy import peer_in
 from .sink import RECV_SIZE, Sink
 from .spool import Spool, SpoolFull
-from .watchdog import Watchdog
+from .watchdog import Watchdog, log_thread_stacks
 from .wsgi import check_app
 
 EXIT_BOOT_FAILED = 3  # the exit code of a worker whose app did not import or failed its check
@@ -56,6 +55,7 @@ def boot(
     slot=None,
     master_pid: int = 0,
     log_boot_errors: bool = True,
+    metrics=None,
 ) -> int:
     """Become a worker (after fork): import the app, check its health, report, serve.
 
@@ -63,6 +63,7 @@ def boot(
     happens here, in the process that will serve it, so a broken release fails in a worker
     and the master stays clean. `notify(line)` tells the master "ready PID" or "bootfail PID
     reason"; `health` is (path, host) the app must answer with a 2xx before traffic.
+    `metrics` is the worker's `metrics.WorkerMetrics` (None: metrics off).
     `log_boot_errors` False: the master reports a failure of the very first start itself.
     Returns the process exit code.
     """
@@ -84,7 +85,9 @@ def boot(
     problem = check_app(app, health[0], health[1]) if health is not None else None
     if problem is not None:
         return failed(problem, f": {problem}")
-    access_log = AccessLog(config.access_log) if config.access_log else None
+    access_log = (
+        AccessLog(config.access_log, config.access_log_format) if config.access_log else None
+    )
     worker = Worker(
         config,
         app,
@@ -93,6 +96,7 @@ def boot(
         slot=slot,
         notify=notify,
         master_pid=master_pid,
+        metrics=metrics,
     )
     if config.max_requests:
         # Jitter, so workers started together do not all recycle at the same moment.
@@ -113,9 +117,21 @@ class Worker(Answering):
     """Serve the app on the given listeners until told to stop."""
 
     def __init__(
-        self, config, app, listeners, *, access_log=None, slot=None, notify=None, master_pid=0
+        self,
+        config,
+        app,
+        listeners,
+        *,
+        access_log=None,
+        slot=None,
+        notify=None,
+        master_pid=0,
+        metrics=None,
     ):
         self.config = config
+        self.metrics = metrics  # metrics.WorkerMetrics, when the master counts requests
+        # One tuple appended per answered request; the watchdog bins them (metrics.py).
+        self._record = metrics.record if metrics is not None else None
         self.slot = slot  # scoreboard.WorkerSlot, when a master watches this worker
         self.notify = notify  # callable(str) sending one line to the master
         self.master_pid = master_pid  # the parent to outlive no longer than a moment
@@ -130,12 +146,17 @@ class Worker(Answering):
         # uWSGI: post-buffering 0 means the app reads the body from the socket as it comes.
         self.stream_bodies = config.stream_request_body or config.post_buffering <= 0
         self._log_notable = bool(config.log_4xx or config.log_5xx or config.log_slow)
-        self._track_busy = config.harakiri > 0
+        # Which request each thread runs: for harakiri's report and `forklift top`. An inline
+        # worker without harakiri only notes its one request (two stores, no dict, no tuple).
+        self._track_busy = config.harakiri > 0 or (metrics is not None and not self.inline)
+        self._note_current = metrics is not None and not self._track_busy
+        self.current_environ = None  # the inline request running now (for the watchdog)
+        self.current_start = 0.0
         self.alive = True
         self.graceful_deadline = None
         self.requests_served = 0
         self.max_requests = 0  # set by the master for recycling; 0 = never
-        self.busy = {}  # thread ident -> (start, method, path): for harakiri reports
+        self.busy = {}  # thread ident -> (start, method, path, request id): harakiri, top
         self._conns = {}
         self._poller = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
@@ -151,13 +172,13 @@ class Worker(Answering):
         self._pool = (
             None if self.inline else Pool(config.threads, self._serve_in_thread, self._room)
         )
-        for listener in listeners:
-            site = Site(listener, config, self.limits, multithread=not self.inline)
+        for index, listener in enumerate(listeners):
+            site = Site(listener, config, self.limits, multithread=not self.inline, index=index)
             self._sites[listener.sock.fileno()] = site
         self._conn_flags = _EPOLLIN if self.inline else _EPOLLIN | _ONESHOT
 
     # -- control -----------------------------------------------------------------------------
-    def retire(self, reason: str) -> None:
+    def retire(self, reason: str, key: str = "max_requests") -> None:
         """Past a limit (max-requests, memory): tell the master, then stop gracefully.
 
         The master starts a replacement as soon as it hears, so service has no gap."""
@@ -165,7 +186,7 @@ class Worker(Answering):
             return
         error_log.info("worker %d retiring: %s", os.getpid(), reason)
         if self.notify is not None:
-            self.notify(f"retiring {os.getpid()}")
+            self.notify(f"retiring {os.getpid()} {key}")  # key: recycles by reason
         self.stop(graceful=True)
 
     def stop(self, graceful: bool = True) -> None:
@@ -191,6 +212,8 @@ class Worker(Answering):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGUSR1, lambda *_: self._reopen_logs())
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reload is the master's business
+        # The master's "stacks" command (`forklift top`'s s key).
+        signal.signal(signal.SIGUSR2, lambda *_: log_thread_stacks(self.busy))
 
     def _reopen_logs(self) -> None:
         if self.access_log is not None:
@@ -202,8 +225,15 @@ class Worker(Answering):
         """The event loop; returns when stopped and every connection is done."""
         if self._pool is not None:
             self._pool.start()
-        if self.slot is not None or self.config.harakiri:
-            Watchdog(self, self.slot, self.notify, self.master_pid, self.config.harakiri).start()
+        if self.slot is not None or self.config.harakiri or self.metrics is not None:
+            Watchdog(
+                self,
+                self.slot,
+                self.notify,
+                self.master_pid,
+                self.config.harakiri,
+                self.metrics,
+            ).start()
         self._listen(True)
         poll = self._poller.poll
         sites = self._sites
@@ -336,13 +366,7 @@ class Worker(Answering):
                 peer = None
             else:
                 peer = addr[:2]
-                if site.admits is not None and not peer_in(peer[0], site.admits):
-                    error_log.warning(
-                        "%s connection from %s refused (%s)",
-                        site.protocol.name,
-                        peer[0],
-                        site.admits_option,
-                    )
+                if site.refuses(peer[0]):  # logged
                     sock.close()
                     continue
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -351,15 +375,22 @@ class Worker(Answering):
             conn = Connection(sock, peer, site, sink, deadline)
             self._conns[conn.fd] = conn
             self._poller.register(conn.fd, self._conn_flags)
-            if self.inline:
-                # The request often arrived with the connection (nginx and most clients
-                # send at once): read it now rather than after another epoll round.
+            if self.inline or conn.prelude is not None:
+                # Read now: what the client sends first often arrives with the connection.
                 try:
                     self._on_readable(conn)
                 except Exception:
                     self._internal_error(conn)
 
     def _on_readable(self, conn) -> None:
+        if conn.prelude is not None:  # the PROXY header and/or TLS handshake come first
+            want = conn.advance_prelude(self.config.head_timeout)  # None: failed, logged
+            if want is None:
+                self._close(conn)
+                return
+            self._poller.modify(conn.fd, (want or _EPOLLIN) | (self._conn_flags & _ONESHOT))
+            if want:
+                return  # else read now: OpenSSL may hold decrypted bytes epoll cannot see
         if conn.phase == BUSY:
             return
         try:
@@ -455,6 +486,7 @@ class Worker(Answering):
 
     def _spool(self, conn, data: bytes) -> bool:
         """Keep a piece of the body; False (after a 507 and close) when the disk is full."""
+        conn.body_size += len(data)
         try:
             conn.spool.write(data)
         except SpoolFull as exc:
@@ -610,19 +642,14 @@ class Worker(Answering):
                     conn.peer or "unix peer",
                     self.config.socket_timeout,
                 )
-            if phase in (HEAD, BODY):
-                error_log.debug("request from %s timed out; closing", conn.peer)
-                answer = conn.site.protocol.timeout_answer(head_only=conn.parser.request_is_head)
-                try:
-                    if answer:
-                        conn.sock.send(answer)
-                except OSError:
-                    pass
+            conn.time_out()  # says so: a log line, a 408 for a slow head or body
             self._close(conn)
 
     def _shutdown(self) -> None:
         for conn in list(self._conns.values()):
             self._close(conn)
+        if self.metrics is not None:
+            self.metrics.flush()  # the last counts, before the master reaps us
         if self._pool is not None:
             self._pool.stop()
         self._poller.close()

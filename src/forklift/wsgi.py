@@ -18,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from .abnf import field_value_forbidden_text, split_target, status_text, token_text
 from .errors import PeerGone
-from .proxy import apply_forwarded
+from .proxy import apply_forwarded, assign_request_id
 
 # What an app may send: header names are tokens; values hold no CTL but HTAB, latin-1 only.
 _header_name_ok = token_text.fullmatch
@@ -164,6 +164,7 @@ def build_environ(request, site, peer, body) -> dict | None:
     if split[0]:
         environ["SCRIPT_NAME"] = split[0]
     environ["wsgi.input"] = body
+    assign_request_id(environ, peer, site.forwarded_allow_ips, request.vars is not None)
     return environ
 
 
@@ -505,9 +506,9 @@ def _require_status(response: _Response) -> None:
         raise AppError("the app returned a body without calling start_response()")
 
 
-def _try_sendfile(result: FileWrapper, response: _Response, sink) -> bool:
+def _try_sendfile(result: FileWrapper, response: _Response, answer) -> bool:
     _require_status(response)
-    if not getattr(sink, "can_sendfile", False):
+    if not getattr(answer, "can_sendfile", False):
         return False
     span = result.sendfile_span()
     if span is None:
@@ -516,8 +517,8 @@ def _try_sendfile(result: FileWrapper, response: _Response, sink) -> bool:
     for name, value in response.headers:
         if name.lower() == "content-length" and (value.isascii() and value.isdigit()):
             count = min(count, int(value))
-    sink.send_head(response.status, response.headers, count)
-    sink.sendfile(fd, offset, count)
+    answer.send_head(response.status, response.headers, count)
+    answer.sendfile(fd, offset, count)
     return True
 
 
@@ -558,7 +559,10 @@ def uwsgi_environ(base: dict, vars: dict, peer) -> dict:
     environ.setdefault("QUERY_STRING", "")
     environ.setdefault("SERVER_PROTOCOL", "HTTP/1.0")
     if "REMOTE_ADDR" not in vars:
+        # The peer itself, or the client a PROXY header named: with its port, as over HTTP.
         environ["REMOTE_ADDR"] = peer[0] if peer else ""
+        if peer:
+            environ["REMOTE_PORT"] = str(peer[1])
     if environ.get("HTTPS", "").lower() in ("on", "1") or vars.get("REQUEST_SCHEME") == "https":
         environ["wsgi.url_scheme"] = "https"
     if not environ.get("SERVER_NAME"):

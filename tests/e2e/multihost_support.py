@@ -37,6 +37,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from support import pid_alive, wait_until
+
 SUBNET = "10.77.0"
 PREFIX_LEN = 24
 ADDRESSES = {"db": f"{SUBNET}.1", "a": f"{SUBNET}.2", "b": f"{SUBNET}.3", "nx": f"{SUBNET}.4"}
@@ -49,6 +51,7 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 FORKLIFT = str(VENV_BIN / "forklift")
 IP = shutil.which("ip") or "/usr/sbin/ip"
+_HTTP_ERRORS = (OSError, http.client.HTTPException, TimeoutError)  # not answering yet
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 SSH_PORT = 22
@@ -77,14 +80,11 @@ def run(*command: str, check: bool = True, timeout: float = 60) -> subprocess.Co
     return result
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _with_tests_on_path(environ) -> dict:
+    env = dict(environ)
+    tests = str(REPO / "tests")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))
+    return env
 
 
 def _netns_pids(ns: str) -> list[int]:
@@ -104,7 +104,7 @@ def _kill_netns_processes(ns: str) -> None:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
             time.sleep(0.05)
 
 
@@ -115,14 +115,14 @@ def remove_stale_namespaces() -> list[str]:
     for line in listing.splitlines():
         name = line.split()[0] if line.split() else ""
         m = re.fullmatch(rf"{NS_PREFIX}(\d+)-\w+", name)
-        if not m or _pid_alive(int(m.group(1))):
+        if not m or pid_alive(int(m.group(1))):
             continue
         _kill_netns_processes(name)
         run(IP, "netns", "del", name, check=False)
         removed.append(name)
     for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{TEMP_PREFIX}*")):
         m = re.match(rf"{TEMP_PREFIX}(\d+)-", os.path.basename(path))
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
@@ -439,26 +439,19 @@ class AppHost:
 
     def wait_ready(self, timeout: float) -> None:
         """/healthz answers 200 from the nginx host, and the master has both workers."""
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(
                     f"forklift on {self.role} exited ({self.proc.returncode}):\n{self.log()}"
                 )
-            try:
-                status, _, body = http_in(
-                    self.probe_ns, self.address, APP_PORT, "GET", self.ready_path
-                )
-                last = f"{status} {body[:200]!r}"
-                if status == 200 and len(self.worker_pids()) >= 2:
-                    return
-            except (OSError, http.client.HTTPException, TimeoutError) as exc:
-                last = repr(exc)
-            time.sleep(0.1)
-        raise RuntimeError(
-            f"forklift on {self.role} not ready in {timeout} s ({last}):\n{self.log()}"
-        )
+            status, _, _ = http_in(self.probe_ns, self.address, APP_PORT, "GET", self.ready_path)
+            return status == 200 and len(self.worker_pids()) >= 2
+
+        try:
+            wait_until(ready, timeout, interval=0.1, what=self.ready_path, ignoring=_HTTP_ERRORS)
+        except AssertionError as exc:
+            raise RuntimeError(f"forklift on {self.role} not ready: {exc}\n{self.log()}") from None
 
     def master_pid(self) -> int:
         return int(self.pidfile.read_text().strip())
@@ -480,9 +473,7 @@ class AppHost:
                 pass
         if self.proc is not None:
             self.proc.wait(10)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
-            time.sleep(0.02)
+        wait_until(lambda: not any(pid_alive(p) for p in pids), 5, what="the killed processes")
         return pids
 
     def reload(self) -> subprocess.CompletedProcess:
@@ -731,18 +722,17 @@ class Nginx:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+
+        def answering() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nginx exited ({self.proc.returncode}):\n{self.errors()}")
-            try:
-                status, _, _ = http_in(self.ns, ADDRESSES["nx"], NGINX_PORT, "GET", "/healthz")
-                if status == 200:
-                    return
-            except (OSError, http.client.HTTPException, TimeoutError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"nginx did not answer in 15 s:\n{self.errors()}")
+            status, _, _ = http_in(self.ns, ADDRESSES["nx"], NGINX_PORT, "GET", "/healthz")
+            return status == 200
+
+        try:
+            wait_until(answering, 15, interval=0.1, what="nginx", ignoring=_HTTP_ERRORS)
+        except AssertionError:
+            raise RuntimeError(f"nginx did not answer in 15 s:\n{self.errors()}") from None
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -879,6 +869,7 @@ class Cluster:
                 stderr=err,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=_with_tests_on_path(os.environ),  # the script imports `support` too
             )
         self.loadgens.append(proc)
         load = LoadRun(proc, out, run_dir / "stderr.log")

@@ -25,6 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import support
+from support import free_port, pid_alive, stop_process, wait_until
+
+__all__ = ["free_port", "pid_alive", "stop_process", "wait_until"]  # for the e2e tests
+
 HERE = Path(__file__).resolve().parent
 SEED_APP = HERE / "seed_app"
 VENV_BIN = Path(sys.executable).parent
@@ -34,17 +39,9 @@ UWSGI_PARAMS_FILE = "/etc/nginx/uwsgi_params"  # Debian's, as the seed's `includ
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
-_LISTENING = re.compile(r"listening on (\S+) \((uwsgi|http)\)")
 
 
 # --- small things --------------------------------------------------------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (bind port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def make_dir(prefix: str) -> Path:
@@ -54,50 +51,15 @@ def make_dir(prefix: str) -> Path:
     return path
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
-    """Poll `predicate` until it returns something true; AssertionError after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def pid_alive(pid: int) -> bool:
-    """True when `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int | None:
-    """Signal `proc` by its pid, wait (bounded), then KILL it. Returns its exit code."""
-    if proc.poll() is None:
-        try:
-            os.kill(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(STOP_TIMEOUT)
-    return proc.returncode
-
-
 # --- forklift ------------------------------------------------------------------------------------
 
 
-class Forklift:
+class Forklift(support.Forklift):
     """`forklift ARGS` in a subprocess, started from `cwd`; its listeners found in its error log.
 
     The error log is its stderr, or `log_path` when the config sends it elsewhere (`logto`).
+    The shared harness with the e2e tests' way of naming things: the whole command line in
+    `args` (an ini file usually), run from `cwd`, several servers in one directory.
     """
 
     def __init__(
@@ -109,79 +71,20 @@ class Forklift:
         log_path: Path | None = None,
         listeners: int = 1,
     ):
-        self.args = [FORKLIFT, *args]
-        self.cwd = Path(cwd)
-        self.env = dict(os.environ)
-        self.env.update(env or {})
-        self.stdout_path = self.cwd / f"forklift-{id(self)}.out"
-        self.stderr_path = self.cwd / f"forklift-{id(self)}.err"
-        self.log_path = log_path
+        super().__init__(
+            Path(cwd), None, *args, env=env, listen=(), chdir=None, error_log=log_path, cwd=cwd
+        )
+        self.stdout_path = self.dir / f"forklift-{id(self)}.out"
+        self.stderr_path = self.dir / f"forklift-{id(self)}.err"
+        if log_path is None:
+            self.error_log = self.stderr_path
         self.expected = listeners
-        self.proc: subprocess.Popen | None = None
-        self.listeners: list = []  # (address text, protocol), in the order logged
 
     def start(self) -> Forklift:
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                self.args,
-                cwd=self.cwd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            found = _LISTENING.findall(self.log())
-            # Listeners are bound before the workers fork: a request made now waits in the
-            # backlog until a worker has imported the app.
-            if len(found) >= self.expected:
-                self.listeners = found[: self.expected]
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"forklift exited with {self.proc.returncode}:\n{self.stderr()}\n{self.log()}"
-                )
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"forklift did not start in {START_TIMEOUT}s:\n{self.log()}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        if self.proc is None:
-            return None
-        return stop_process(self.proc, sig)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stderr(self) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log(self) -> str:
-        """The error log (where `listening on` and warnings go)."""
-        if self.log_path is None:
-            return self.stderr()
-        try:
-            return Path(self.log_path).read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def address(self, protocol: str, index: int = 0):
-        """(host, port) of the index-th TCP listener of `protocol`, or a unix path."""
-        matches = [text for text, proto in self.listeners if proto == protocol]
-        text = matches[index]
-        if text.startswith("unix:"):
-            return text[len("unix:") :]
-        host, _, port = text.rpartition(":")
-        host = host.strip("[]")
-        if host in ("0.0.0.0", ""):
-            host = "127.0.0.1"
-        return host, int(port)
+        # Listeners are bound before the workers fork: a request made now waits in the
+        # backlog until a worker has imported the app.
+        super().start(listeners=self.expected)
+        return self
 
     def port(self, protocol: str, index: int = 0) -> int:
         return self.address(protocol, index)[1]
@@ -275,17 +178,19 @@ class Nginx:
             stdout=subprocess.DEVNULL,
             stderr=open(self.dir / "nginx.stderr", "wb"),  # noqa: SIM115 - the child keeps it
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
+
+        def listening() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nginx exited with {self.proc.returncode}:\n{self.errors()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"nginx did not listen on {self.port}:\n{self.errors()}")
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+
+        try:
+            wait_until(listening, START_TIMEOUT, what="nginx to listen", ignoring=(OSError,))
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(f"nginx did not listen on {self.port}:\n{self.errors()}") from None
+        return self
 
     def stop(self) -> None:
         if self.proc is not None:

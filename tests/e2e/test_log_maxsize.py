@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-APP = '''
+from support import Forklift, wait_until
+
+APP = """
 def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
-'''
+"""
 
 
 def test_log_maxsize_rotates_the_logto_file(tmp_path: Path):
@@ -26,43 +23,26 @@ def test_log_maxsize_rotates_the_logto_file(tmp_path: Path):
         "[uwsgi]\nhttp-socket = 127.0.0.1:0\nchdir = %d\nwsgi-file = app.py\n"
         f"logto = {log}\nlog-maxsize = 20000\nlog-date = true\npidfile = %d/fk.pid\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "forklift", "--ini", str(ini)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    server = Forklift(
+        tmp_path / "run", None, "--ini", str(ini), listen=(), chdir=None, error_log=log
     )
     try:
-        port = None
-        deadline = time.monotonic() + 10
-        while port is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-            if log.exists():
-                m = re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text())
-                port = int(m.group(1)) if m else None
-        assert port, "server did not start"
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        for _ in range(400):  # ~100 bytes of access log each: 40 kB, twice the limit
-            conn.request("GET", "/" + "x" * 20)
+        server.start(listeners=1)  # the "listening on" line is in the logto file
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        for _ in range(100):  # ~500 bytes of access log each: 50 kB, more than twice the limit
+            conn.request("GET", "/" + "x" * 400)
             assert conn.getresponse().read() == b"ok"
-        deadline = time.monotonic() + 5
-        rotated = []
-        while not rotated and time.monotonic() < deadline:
-            time.sleep(0.1)
-            rotated = [p for p in tmp_path.iterdir() if p.name.startswith("fk.log.")]
-        assert rotated, "the log file was not rotated"
+        rotated = wait_until(
+            lambda: [p for p in tmp_path.iterdir() if p.name.startswith("fk.log.")],
+            5,
+            what="the log file to be rotated",
+        )
         conn.request("GET", "/after")
         assert conn.getresponse().read() == b"ok"
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and "/after" not in log.read_text():
-            time.sleep(0.05)
-        assert "/after" in log.read_text(), "the new log file is not written to"
+        wait_until(lambda: "/after" in log.read_text(), 5, what="a line in the new log file")
         assert os.path.getsize(rotated[0]) > 20000
+        conn.close()  # else the graceful stop waits out its keep-alive deadline
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
+        server.stop()
+    err = server.stderr()
     assert "log-date" not in err and "log-maxsize" not in err  # honoured, not warned about

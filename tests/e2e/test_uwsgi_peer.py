@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import select
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
@@ -243,7 +244,9 @@ def test_uwsgi_vars_select_no_code_and_no_environment(peer, name):
     _assert_untouched(json_body(raw), directory)
     # And nothing lingers for the next request, in the same worker.
     _assert_untouched(echo(address, "/evil/x"), directory)
-    time.sleep(0.2)  # an import in the background would have written the marker by now
+    # A window for something that must not happen (an import in the background would have
+    # written the marker by now): there is no event to wait on.
+    time.sleep(0.2)
     assert_marker_absent(directory)
 
 
@@ -300,7 +303,7 @@ def test_second_packet_after_the_body_is_never_answered(any_peer, path, size):
     if path == "/upload":
         assert json.loads(answer)["size"] == size
     echo(address)  # served after it
-    time.sleep(0.2)
+    time.sleep(0.2)  # a window for a late hit that must not come: no event to wait on
     assert tag not in (directory / "hits.log").read_text()
 
 
@@ -309,7 +312,8 @@ def test_second_packet_sent_after_the_answer_is_never_read(peer4):
     tag = f"late{time.monotonic_ns()}"
     with connect(server.address("uwsgi")) as sock:
         sock.sendall(uwsgi_packet(request_vars("/echo", query="first")))
-        time.sleep(0.3)
+        sock.settimeout(10)
+        assert sock.recv(1, socket.MSG_PEEK), "no answer to the first packet"  # it has begun
         try:
             sock.sendall(uwsgi_packet(request_vars("/echo", query=tag)))
         except (BrokenPipeError, ConnectionResetError):
@@ -317,7 +321,7 @@ def test_second_packet_sent_after_the_answer_is_never_read(peer4):
         raw = read_until_close(sock)
     status, headers, answer = parse_response(raw)
     assert status == 200 and len(answer) == int(headers["content-length"])
-    time.sleep(0.2)
+    time.sleep(0.2)  # a window for a late hit that must not come: no event to wait on
     assert tag not in (directory / "hits.log").read_text()
 
 
@@ -391,7 +395,7 @@ def test_trickling_peers_do_not_stop_others_and_are_cut_at_the_head_timeout(peer
         t.start()
     latencies = []
     for _ in range(3):
-        time.sleep(0.7)
+        time.sleep(0.7)  # the behaviour under test: others are served all along the trickle
         t0 = time.monotonic()
         assert echo(address, query="normal")["environ"]["QUERY_STRING"] == "normal"
         latencies.append(time.monotonic() - t0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .server import Forklift
+from support import Forklift
 
 # Printed by wsgiref.validate when a server never called the result's close().
 _UNCLOSED = "garbage collected without being closed"

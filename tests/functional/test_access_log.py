@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from .server import wait_for
-from .wire import request
+from support import wait_until
+from support.wire import request
 
 # %h %l %u [%t] "%r" %>s %b "%{Referer}i" "%{User-agent}i", then forklift's request time (µs)
 COMBINED = re.compile(
@@ -32,7 +32,7 @@ def test_combined_format_on_stdout(servers, threads):
             [("Referer", "http://ref.example/page"), ("User-Agent", "functional-test/1.0")],
         )
     )
-    lines = wait_for(lambda: _lines(server.stdout(), marker))
+    lines = wait_until(lambda: _lines(server.stdout(), marker), 5, what="the access log line")
     assert len(lines) == 1, server.stdout()
     m = COMBINED.match(lines[0])
     assert m, lines[0]
@@ -48,7 +48,7 @@ def test_combined_format_on_stdout(servers, threads):
 def test_errors_and_missing_headers_are_logged(servers):
     server = servers.get("failing:app", "--threads", "2")
     server.exchange(request("GET", "/before"))
-    lines = wait_for(lambda: _lines(server.stdout(), "/before"))
+    lines = wait_until(lambda: _lines(server.stdout(), "/before"), 5, what="the access log line")
     m = COMBINED.match(lines[0])
     assert m and m["status"] == "500"
     assert m["referer"] == "-" and m["agent"] == "-"
@@ -65,7 +65,7 @@ def test_a_quote_from_the_client_cannot_forge_fields(servers, where):
     else:
         data = request("GET", tag, [(where, forged)])
     server.exchange(data)
-    lines = wait_for(lambda: _lines(server.stdout(), tag))
+    lines = wait_until(lambda: _lines(server.stdout(), tag), 5, what="the access log line")
     assert len(lines) == 1
     m = COMBINED.match(lines[0])  # no field of COMBINED may hold a bare quote
     assert m is not None, f"the client's quote split a field: {lines[0]}"
@@ -84,6 +84,10 @@ def test_access_log_file(servers, tmp_path):
     path = tmp_path / "access.log"
     server = servers.get("echo:app", "--threads", "2", "--access-log", str(path))
     server.exchange(request("GET", "/to-file"))
-    lines = wait_for(lambda: path.exists() and _lines(path.read_text(), "/to-file"))
+    lines = wait_until(
+        lambda: path.exists() and _lines(path.read_text(), "/to-file"),
+        5,
+        what="the access log line",
+    )
     assert lines and COMBINED.match(lines[0]), lines
     assert server.stdout() == ""

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from support.wire import count_responses, request
+
 from .apps.failing import SECRET
-from .wire import count_responses, request
 
 
 @pytest.fixture

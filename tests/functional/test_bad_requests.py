@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .wire import count_responses, request
+from support.wire import count_responses, request
 
 HOST = b"Host: localhost\r\n"
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"

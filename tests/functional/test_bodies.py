@@ -11,8 +11,9 @@ import time
 
 import pytest
 
+from support.wire import chunked, request
+
 from .apps import filewrap, streaming, writer
-from .wire import chunked, request
 
 TEN_MB = 10 * 1024 * 1024
 

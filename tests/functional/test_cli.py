@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from forklift.cli import build_parser
-
-from .server import APPS, Forklift
-from .wire import request
+from support import APPS, Forklift
+from support.wire import request
 
 
 def _run(*args: str, cwd=None, timeout: float = 10) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .wire import count_responses, request
+from support.wire import count_responses, request
 
 
 def _echo_json(resp) -> dict:
@@ -133,7 +133,7 @@ class TestPipelining:
         with echo.connect() as wire:
             for i in range(0, len(data), 7):
                 wire.send(data[i : i + 7])
-                time.sleep(0.002)
+                time.sleep(0.002)  # the behaviour under test: pieces arrive apart, not one read
             got = _echo_json(wire.read_response())
             assert got["body"] == "0123456789" and got["query"] == "x=1"
 

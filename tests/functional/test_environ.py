@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from .wire import request
+from support.wire import request
 
 
 def _environ(server, data: bytes) -> dict:

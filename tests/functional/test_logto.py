@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from support import Forklift, proc_children, wait_until
 
 APP = """
 import sys
@@ -23,62 +21,51 @@ def application(environ, start_response):
 """
 
 
-def _wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return None
+def _stderr_target(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/2")
+    except OSError:
+        return ""
 
 
 def test_stderr_of_the_app_goes_to_the_logto_file(tmp_path: Path):
     (tmp_path / "app.py").write_text(APP)
     log = tmp_path / "error.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "forklift",
-            "--http",
-            "127.0.0.1:0",
-            "--chdir",
-            str(tmp_path),
-            "--logto",
-            str(log),
-            "--disable-logging",
-            "app:application",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    server = Forklift(
+        tmp_path / "run",
+        "app:application",
+        "--logto",
+        str(log),
+        "--disable-logging",
+        chdir=tmp_path,
+        error_log=log,
     )
     try:
-        match = _wait_for(
-            lambda: log.exists() and re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text())
-        )
-        assert match, "no 'listening on' line in the log file"
-        port = int(match.group(1))
+        server.start()  # its "listening on" line is found in the log file
 
         def get():
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
             conn.request("GET", "/")
             assert conn.getresponse().read() == b"ok"
 
         get()
-        text = _wait_for(lambda: "via-print-stderr" in log.read_text() and log.read_text())
-        assert text and "via-wsgi-errors" in text
+        text = wait_until(
+            lambda: "via-print-stderr" in server.log() and server.log(), 10, what="the print"
+        )
+        assert "via-wsgi-errors" in text
         os.rename(log, tmp_path / "error.log.1")
-        os.kill(proc.pid, signal.SIGUSR1)
-        assert _wait_for(log.exists), "USR1 did not reopen the log file"
-        time.sleep(0.3)  # the workers reopen on their own USR1
+        server.signal(signal.SIGUSR1)
+        wait_until(log.exists, 10, what="USR1 to reopen the log file")
+        workers = [pid for pid, _state in proc_children(server.pid)]
+        assert workers
+        # the workers reopen on their own USR1: their stderr is the new file
+        wait_until(
+            lambda: all(_stderr_target(pid) == str(log) for pid in workers),
+            10,
+            what="the workers' stderr on the new file",
+        )
         get()
-        assert _wait_for(lambda: "via-wsgi-errors" in log.read_text())
+        wait_until(lambda: "via-wsgi-errors" in server.log(), 10, what="the next request's line")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-    assert b"via-print-stderr" not in err
+        server.stop()
+    assert "via-print-stderr" not in server.stderr()

@@ -22,251 +22,59 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-APPS = Path(__file__).parent / "master_apps"
+from support import (
+    MASTER_APPS,
+    Forklift,
+    pid_alive,
+    proc_children,
+    proc_state,
+    read_until_eof,
+    wait_until,
+)
+
 APP = "fkapp:application"
-_PORT_LINE = re.compile(r"listening on 127\.0\.0\.1:(\d+) \(http\)")
 _RETRYABLE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)  # + RemoteDisconnected
 
 
 # --- helpers -----------------------------------------------------------------------------------
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last_exc = None
-    while True:
-        try:
-            value = predicate()
-        except (OSError, ValueError, KeyError) as exc:
-            value, last_exc = None, exc
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} ({last_exc})")
-        time.sleep(interval)
-
-
-def proc_children(pid: int) -> list[tuple[int, str]]:
-    """(pid, state letter) of every process whose parent is `pid`, from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append((int(entry), fields[0]))
-    return found
-
-
-def proc_state(pid: int) -> str:
-    """The state letter of /proc/PID/stat ("" once the process is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except OSError:
-        return ""
-    return data[data.rfind(")") + 2]
-
-
-def pid_alive(pid: int) -> bool:
-    return proc_state(pid) not in ("", "Z")
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 10.0):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.unix_path)
-        self.sock = sock
-
-
-class Server:
-    """One forklift master started as a subprocess; stopped by pid in `close()`."""
-
-    def __init__(self, tmp_path: Path, *options: str, app: str = APP, http: str | None = None):
-        self.appdir = tmp_path / "app"
-        if not self.appdir.exists():
-            shutil.copytree(APPS, self.appdir, ignore=shutil.ignore_patterns("__pycache__"))
-        # unix socket paths (the pidfile's control socket too) must fit in sun_path
-        self.rundir = tempfile.mkdtemp(prefix="fkm-")
-        self.pidfile = os.path.join(self.rundir, "fk.pid")
-        self.log_path = tmp_path / "stderr.log"
-        self.out_path = tmp_path / "stdout.log"
-        self.http = http or "127.0.0.1:0"
-        self.options = options
-        self.app = app
-        self.port = None
-        self.proc = None
-        self.known_workers: set[int] = set()
-
-    @property
-    def control_socket(self) -> str:
-        return self.pidfile + ".sock"
-
-    def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "forklift", "--http", self.http, "--pidfile", self.pidfile]
-        cmd += ["--chdir", str(self.appdir), "--disable-logging", *self.options]
-        return cmd + ([self.app] if self.app else [])
-
-    def env(self) -> dict:
-        env = dict(os.environ)
-        env["PYTHONDONTWRITEBYTECODE"] = "1"  # a rewritten module must never hit a stale .pyc
-        env.pop("PYTHONPATH", None)
-        return env
-
-    def spawn(self) -> Server:
-        with open(self.log_path, "ab") as err, open(self.out_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                self.command(), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.env()
-            )
-        return self
-
-    def start(self, workers: int = 1) -> Server:
-        """Spawn and wait until the listener, the control socket and `workers` are ready."""
-        self.spawn()
-        if self.http.startswith("unix:"):
-            wait_until(lambda: os.path.exists(self.http[5:]), 10, "the unix listener")
-        else:
-            self.port = int(wait_until(self._port_from_log, 10, "the 'listening on' line"))
-        self.wait_workers(workers)
-        return self
-
-    def _port_from_log(self):
-        if self.proc.poll() is not None:
-            raise AssertionError(f"forklift exited {self.proc.returncode}:\n{self.log()}")
-        match = _PORT_LINE.search(self.log())
-        return match and match.group(1)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def status(self, timeout: float = 2.0) -> dict:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(self.control_socket)
-            sock.shutdown(socket.SHUT_WR)  # no command: the master answers with the status
-            chunks = []
-            for _ in range(1000):
-                data = sock.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
-        finally:
-            sock.close()
-        status = json.loads(b"".join(chunks))
-        self.known_workers.update(w["pid"] for w in status["workers"])
-        return status
-
-    def serving_workers(self, status: dict | None = None) -> list[dict]:
-        """Ready, non-retiring workers of the generation that takes traffic."""
-        status = status or self.status()
-        return [
-            w
-            for w in status["workers"]
-            if w["generation"] == status["generation"] and w["ready"] and not w["retiring"]
-        ]
-
-    def wait_workers(self, count: int, timeout: float = 10.0, exact: bool = True) -> dict:
-        """Wait until `count` workers serve (and, with `exact`, no other worker exists)."""
-
-        def check():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"forklift exited {self.proc.returncode}:\n{self.log()}")
-            status = self.status()
-            serving = self.serving_workers(status)
-            if len(serving) != count:
-                return None
-            if exact and len(status["workers"]) != count:
-                return None
-            return status
-
-        return wait_until(check, timeout, f"{count} serving worker(s)")
-
-    def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
-        if self.http.startswith("unix:"):
-            return UnixHTTPConnection(self.http[5:], timeout=timeout)
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-    def get(self, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
-        """One request on a new connection (closed after): (status, body)."""
-        conn = self.connection(timeout)
-        try:
-            conn.request("GET", path, headers={"Connection": "close"})
-            response = conn.getresponse()
-            return response.status, response.read().decode()
-        finally:
-            conn.close()
-
-    def control(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
-        """`forklift reload|stop|status ... --pidfile F`."""
-        cmd = [sys.executable, "-m", "forklift", *args, "--pidfile", self.pidfile]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env())
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.proc.pid, sig)
-
-    def wait_exit(self, timeout: float) -> int:
-        return self.proc.wait(timeout=timeout)
-
-    def close(self) -> None:
-        """TERM, bounded wait, KILL; then kill any worker left behind (by pid)."""
-        if self.proc is None:
-            return
-        master = self.proc.pid
-        if self.proc.poll() is None:
-            self.known_workers.update(pid for pid, _ in proc_children(master))
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        for pid in self.known_workers:
-            if pid != master and pid_alive(pid) and _is_forklift(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        shutil.rmtree(self.rundir, ignore_errors=True)
-
-
-def _is_forklift(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"forklift" in f.read()
-    except OSError:
-        return False
+# The master answers status on its control socket; while it starts or reloads, a read may
+# find nothing there yet.
+CONTROL_ERRORS = (OSError, ValueError, KeyError)
 
 
 @pytest.fixture
 def master(tmp_path):
-    """A factory: master(*options, workers=N, ...) starts a forklift and waits for it."""
+    """A factory: master(*options, workers=N, ...) starts a forklift and waits for it.
+
+    Every server of a test serves the same copy of `master_apps/` (tmp_path/app), so a test
+    may rewrite the app's code before a reload; each has its own logs and pidfile.
+    """
+    appdir = tmp_path / "app"
+    shutil.copytree(MASTER_APPS, appdir, ignore=shutil.ignore_patterns("__pycache__"))
     started = []
 
-    def start(*options, workers=1, app=APP, http=None, wait=True) -> Server:
-        server = Server(tmp_path, *options, app=app, http=http)
+    def start(
+        *options, workers=1, app=APP, http=None, wait=True, error_log=None, listeners=None
+    ) -> Forklift:
+        server = Forklift(
+            tmp_path / f"server{len(started)}",
+            app,
+            "--disable-logging",
+            *options,
+            listen=(http or "127.0.0.1:0",),
+            chdir=appdir,
+            pidfile=True,
+            error_log=error_log,
+        )
         started.append(server)
-        return server.start(workers) if wait else server.spawn()
+        return server.start(workers, listeners) if wait else server.spawn()
 
     yield start
     for server in started:
-        server.close()
+        server.stop()
 
 
 # --- a bounded load generator ------------------------------------------------------------------
@@ -287,12 +95,14 @@ class Load:
 
     With `keepalive` each client keeps one http.client connection and reuses it (opening a
     new one after a failure or a `Connection: close`); otherwise one connection per request.
+    A test stops it once it has counted the answers it needs (`wait_for`); `duration` only
+    bounds a test that never gets them.
     """
 
-    server: Server
+    server: Forklift
     path: str = "/"
     threads: int = 4
-    duration: float = 5.0
+    duration: float = 60.0
     keepalive: bool = False
     max_each: int = 20000
     results: list = field(default_factory=list)
@@ -309,6 +119,14 @@ class Load:
         for t in self._threads:
             t.start()
         return self
+
+    def count(self, predicate) -> int:
+        with self._lock:
+            return sum(1 for r in self.results if predicate(r))
+
+    def wait_for(self, count: int, predicate, what: str, timeout: float = 30.0) -> None:
+        """Until `count` answers satisfy `predicate` (a number of events, not a duration)."""
+        wait_until(lambda: self.count(predicate) >= count, timeout, interval=0.02, what=what)
 
     def stop(self) -> list:
         self._stop.set()
@@ -375,19 +193,23 @@ def describe_failures(results: list, limit: int = 10) -> str:
     )
 
 
-def write_version(server: Server, text: str) -> None:
-    (server.appdir / "fkapp_version.py").write_text(text)
+def write_version(server: Forklift, text: str) -> None:
+    (server.chdir / "fkapp_version.py").write_text(text)
 
 
 # --- the tests ---------------------------------------------------------------------------------
-def test_kill_9_of_a_worker_under_load_is_replaced_within_a_second(master):
+def test_a_killed_worker_under_load_is_replaced_at_once_and_only_its_requests_fail(master):
     threads = 4
+    spawned = time.monotonic()
     server = master("--processes", "2", "--threads", str(threads), workers=2)
+    # The yardstick for "at once": replacing one worker may not take longer than starting
+    # the whole server took on this machine (or 1 s, whichever is more).
+    boot = time.monotonic() - spawned
     before = {w["pid"] for w in server.serving_workers()}
     # At most `threads` clients: a worker can never hold more requests than the killed one's
     # threads, so the bound below is exactly "the requests in flight on the killed worker".
-    load = Load(server, "/sleep?s=0.05", threads=threads, duration=3.0).start()
-    time.sleep(1.0)
+    load = Load(server, "/sleep?s=0.05", threads=threads).start()
+    load.wait_for(20, lambda r: r.ok, "20 answers before the kill")
     victim = min(before)
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
@@ -396,7 +218,9 @@ def test_kill_9_of_a_worker_under_load_is_replaced_within_a_second(master):
         serving = {w["pid"] for w in server.serving_workers()}
         return len(serving) == 2 and victim not in serving and serving - before
 
-    new = wait_until(replaced, 1.0, "a ready replacement worker within 1 s", interval=0.02)
+    new = wait_until(
+        replaced, 10.0, interval=0.02, what="a ready replacement worker", ignoring=CONTROL_ERRORS
+    )
     replaced_after = time.monotonic() - killed_at
     # ...and really answers. The kernel wakes whichever worker waits in epoll: stop the
     # survivor for a moment so that only the replacement can take the request.
@@ -404,62 +228,75 @@ def test_kill_9_of_a_worker_under_load_is_replaced_within_a_second(master):
     (survivor,) = before - {victim}
     os.kill(survivor, signal.SIGSTOP)
     try:
-        wait_until(lambda: proc_state(survivor) == "T", 1.0, "the survivor to stop", 0.005)
-        code, body = server.get("/", timeout=2.0)
+        wait_until(lambda: proc_state(survivor) == "T", 5.0, 0.005, what="the survivor to stop")
+        code, body = server.get("/", timeout=5.0)
     finally:
         os.kill(survivor, signal.SIGCONT)
     assert code == 200 and int(body.split()[1]) == replacement
     answered_after = time.monotonic() - killed_at
-    time.sleep(max(0.0, load.started + load.duration - time.monotonic()))  # the load runs out
+    load.wait_for(50, lambda r: r.start > killed_at + 0.05, "50 requests after the kill")
     results = load.stop()
 
     failed = [r for r in results if not r.ok]
     after_kill = [r for r in results if r.start > killed_at + 0.05]
-    assert len(results) > 100, f"too few requests to mean anything: {len(results)}"
     assert len(failed) <= threads, (
         f"{len(failed)} failures, more than the {threads} requests that can be in flight on "
         f"the killed worker: {describe_failures(results)}"
     )
     late = [r for r in failed if r.start > killed_at + 0.05]
     assert not late, f"requests started after the kill failed: {describe_failures(late)}"
-    assert len(after_kill) > 50 and all(r.ok for r in after_kill)
-    assert replaced_after < 1.0
-    assert answered_after < 1.0, f"the replacement answered {answered_after:.2f} s after the kill"
+    assert all(r.ok for r in after_kill)
+    limit = max(1.0, boot)
+    assert replaced_after < limit, f"replaced after {replaced_after:.2f} s (boot {boot:.2f} s)"
+    assert answered_after < limit + 1.0, f"the replacement answered {answered_after:.2f} s after"
     assert "died unexpectedly (killed by SIGKILL); replacing it" in server.log()
 
 
+# Answers counted in each phase of a reload under load: enough that every client thread
+# has sent several, whatever the machine's speed (the phases last as long as that takes).
+PHASE_ANSWERS = 50
+
+
 def _hup_under_load(master, keepalive: bool):
-    """16 clients for ~5 s; v1 → HUP → v2 → `forklift reload` → v3, counting every answer."""
+    """16 clients; v1 → HUP → v2 → `forklift reload` → v3, counting every answer."""
     server = master("--processes", "2", "--threads", "4", workers=2)
-    load = Load(server, "/sleep?s=0.01", threads=16, duration=5.0, keepalive=keepalive).start()
-    time.sleep(1.0)
+    load = Load(server, "/sleep?s=0.01", threads=16, keepalive=keepalive).start()
+    try:
+        load.wait_for(PHASE_ANSWERS, lambda r: version_of(r) == "v1", "answers from v1")
 
-    write_version(server, 'VERSION = "v2"\n')
-    server.signal(signal.SIGHUP)
-    wait_until(
-        lambda: server.status()["generation"] == 2 and server.wait_workers(2, 5.0),
-        10,
-        "generation 2 serving after kill -HUP",
-    )
-    time.sleep(1.0)
+        write_version(server, 'VERSION = "v2"\n')
+        server.signal(signal.SIGHUP)
+        wait_until(
+            lambda: server.status()["generation"] == 2 and server.wait_workers(2, 5.0),
+            10,
+            what="generation 2 serving after kill -HUP",
+            ignoring=CONTROL_ERRORS,
+        )
+        load.wait_for(PHASE_ANSWERS, lambda r: version_of(r) == "v2", "answers from v2")
+        generation_2 = {w["pid"] for w in server.status()["workers"]}
 
-    write_version(server, 'VERSION = "v3"\n')
-    reload = server.control("reload")
-    reloaded_at = time.monotonic()
-    assert reload.returncode == 0, reload.stderr
-    assert "generation 3 is serving" in reload.stdout, reload.stdout
-    time.sleep(max(0.0, load.started + load.duration - time.monotonic()))
-    results = load.stop()
+        write_version(server, 'VERSION = "v3"\n')
+        reload = server.control("reload")
+        assert reload.returncode == 0, reload.stderr
+        assert "generation 3 is serving" in reload.stdout, reload.stdout
+        # once the old workers are gone, only v3 may answer
+        wait_until(
+            lambda: not any(pid_alive(pid) for pid in generation_2),
+            15,
+            what="generation 2's workers to exit",
+        )
+        settled_at = time.monotonic()
+        load.wait_for(PHASE_ANSWERS, lambda r: r.start > settled_at, "answers after the reload")
+    finally:
+        results = load.stop()
     status = server.wait_workers(2, 10.0)
     assert status["generation"] == 3
 
     hard = [r for r in results if not r.ok and not r.retryable]
     retryable = [r for r in results if r.retryable]
     versions = [version_of(r) for r in results if r.ok]
-    assert len(results) > 500, f"too few requests to mean anything: {len(results)}"
     assert {"v1", "v2", "v3"} <= set(versions), sorted(set(versions))
-    # once `forklift reload` returned and the old workers had a moment, only v3 answers
-    settled = [r for r in results if r.ok and r.start > reloaded_at + 0.5]
+    settled = [r for r in results if r.ok and r.start > settled_at]
     assert settled and {version_of(r) for r in settled} == {"v3"}
     assert not hard, f"{len(hard)} failed requests: {describe_failures(hard)}"
     assert not retryable, (
@@ -481,7 +318,7 @@ def test_hup_under_load_keepalive_connections_no_failed_request(master):
 def test_reload_with_a_broken_app_keeps_the_old_workers_serving(master):
     server = master("--processes", "2", "--threads", "2", workers=2)
     before = {w["pid"] for w in server.serving_workers()}
-    load = Load(server, "/sleep?s=0.01", threads=4, duration=8.0).start()
+    load = Load(server, "/sleep?s=0.01", threads=4).start()
     try:
         write_version(server, 'VERSION = "v2"\nif True\n    pass\n')  # line 2: no colon
         for attempt in range(3):
@@ -503,11 +340,13 @@ def test_reload_with_a_broken_app_keeps_the_old_workers_serving(master):
                 and server.status()["reload"]
             ),
             10,
-            "the HUP reload to fail",
+            what="the HUP reload to fail",
+            ignoring=CONTROL_ERRORS,
         )
         assert "SyntaxError" in failed["error"] and "fkapp_version.py" in failed["error"]
         assert {w["pid"] for w in server.serving_workers()} == before
         assert "reload failed, old workers keep serving" in server.log()
+        load.wait_for(20, lambda r: True, "answers during the failed reloads")
     finally:
         results = load.stop()
     assert results and all(r.ok for r in results), describe_failures(results)
@@ -521,32 +360,34 @@ def test_reload_with_a_broken_app_keeps_the_old_workers_serving(master):
     assert server.get("/")[1].split()[0] == "v2"
 
 
-def test_200_recycles_leave_no_zombie(master):
+RECYCLES = 100  # workers retired by --max-requests in one test: many, counted, not timed
+
+
+def test_recycled_workers_leave_no_zombie_and_count_as_no_crash(master):
     server = master(
         "--processes", "2", "--max-requests", "5", "--max-requests-jitter", "1", workers=2
     )
-    master_pid = server.proc.pid
+    master_pid = server.pid
     # keep-alive clients: see test_max_requests_counts_requests_on_closed_connections
-    load = Load(server, "/", threads=4, duration=40.0, keepalive=True).start()
+    load = Load(server, "/", threads=4, keepalive=True).start()
     zombies_seen = 0
+
+    def recycled_enough():
+        nonlocal zombies_seen
+        zombies = sum(1 for _, state in proc_children(master_pid) if state == "Z")
+        zombies_seen = max(zombies_seen, zombies)
+        return server.log().count("retiring: served") >= RECYCLES
+
     try:
-        for _ in range(800):
-            if server.log().count("retiring: served") >= 200:
-                break
-            if time.monotonic() > load.started + load.duration:
-                break
-            zombies_seen = max(
-                zombies_seen, sum(1 for _, s in proc_children(master_pid) if s == "Z")
-            )
-            time.sleep(0.05)
+        wait_until(recycled_enough, 120, interval=0.05, what=f"{RECYCLES} recycled workers")
     finally:
         results = load.stop()
     recycles = server.log().count("retiring: served")
-    assert recycles >= 200, f"only {recycles} recycles in {len(results)} requests"
     print(f"{recycles} recycles, {len(results)} requests, most zombies at once {zombies_seen}")
     assert all(r.ok for r in results), describe_failures(results)
+    # every retired worker served its requests before it went: they all answered some
     pids = {pid_of(r) for r in results}
-    assert len(pids) >= 150, f"only {len(pids)} distinct workers answered"
+    assert len(pids) >= recycles * 3 // 4, f"{len(pids)} distinct workers for {recycles}"
 
     def settled():
         children = proc_children(master_pid)
@@ -555,7 +396,9 @@ def test_200_recycles_leave_no_zombie(master):
         serving = {w["pid"] for w in server.wait_workers(2, 5.0)["workers"]}
         return {pid for pid, _ in children} == serving and children
 
-    children = wait_until(settled, 5.0, "two live workers and no zombie child")
+    children = wait_until(
+        settled, 5.0, what="two live workers and no zombie child", ignoring=CONTROL_ERRORS
+    )
     assert all(state != "Z" for _, state in children), children
     # a worker that retired on purpose is not a crash, neither in the log nor in status
     crashes = server.status()["crashes"]
@@ -581,23 +424,29 @@ def test_harakiri_logs_the_stuck_line_and_replaces_the_worker(master):
     busy = wait_until(
         lambda: [w["pid"] for w in server.status()["workers"] if w["busy"]],
         5.0,
-        "the stuck request to be running",
+        what="the stuck request to be running",
+        ignoring=CONTROL_ERRORS,
     )
     victim = busy[0]
     started = time.monotonic()
-    load = Load(server, "/sleep?s=0.02", threads=2, duration=4.0).start()
+    load = Load(server, "/sleep?s=0.02", threads=2).start()
 
     def replaced():
         pids = {w["pid"] for w in server.serving_workers()}
         return victim not in pids and len(pids) == 2 and not pid_alive(victim)
 
-    wait_until(replaced, 8.0, "the stuck worker to be killed and replaced")
-    elapsed = time.monotonic() - started
-    results = load.stop()
+    try:
+        wait_until(
+            replaced, 8.0, what="the stuck worker to be killed and replaced",
+            ignoring=CONTROL_ERRORS,
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+    finally:
+        results = load.stop()
     t.join(timeout=15)
     assert not t.is_alive()
 
-    assert 1.5 < elapsed < 8.0
+    assert elapsed > 1.5, f"killed after {elapsed:.2f} s, before its --harakiri 2"
     assert "error" in stuck, f"the stuck request was answered: {stuck}"
     assert results and all(r.ok for r in results), describe_failures(results)
     assert victim not in {pid_of(r) for r in results}
@@ -635,7 +484,8 @@ def test_term_with_slow_requests_in_flight_completes_them_and_cleans_up(master, 
         wait_until(
             lambda: sum(w["busy"] for w in server.status()["workers"]) == 4,
             5.0,
-            "4 slow requests in flight",
+            what="4 slow requests in flight",
+            ignoring=CONTROL_ERRORS,
         )
         server.signal(signal.SIGTERM)
         code = server.wait_exit(15)
@@ -647,18 +497,23 @@ def test_term_with_slow_requests_in_flight_completes_them_and_cleans_up(master, 
         assert not os.path.exists(server.pidfile)
         assert not os.path.exists(path), "the unix listener socket was left behind"
         assert not os.path.exists(server.control_socket), "the control socket was left behind"
-        assert not proc_children(server.proc.pid)
+        assert not proc_children(server.pid)
         assert "did not stop in time" not in server.log()
     finally:
         shutil.rmtree(rundir, ignore_errors=True)
 
 
+def _stderr_target(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/2")
+    except OSError:
+        return ""
+
+
 def test_ttin_ttou_change_the_worker_count_and_usr1_reopens_the_log(master, tmp_path):
     errlog = tmp_path / "error.log"
-    server = master("--processes", "2", "--logto", str(errlog), wait=False)
-    server.log_path = errlog  # the "listening on" line goes to --logto
-    server.port = int(wait_until(server._port_from_log, 10, "the 'listening on' line"))
-    server.wait_workers(2)
+    # the "listening on" line goes to --logto
+    server = master("--processes", "2", "--logto", str(errlog), workers=2, error_log=errlog)
 
     server.signal(signal.SIGTTIN)
     status = server.wait_workers(3, 5.0)
@@ -669,23 +524,31 @@ def test_ttin_ttou_change_the_worker_count_and_usr1_reopens_the_log(master, tmp_
     status = server.wait_workers(1, 5.0)
     assert status["target_workers"] == 1
     server.signal(signal.SIGTTOU)  # never below one worker
-    time.sleep(0.5)
-    status = server.wait_workers(1, 5.0)
+    # The signal reached the master before this status request did, and the master's loop
+    # reads its signal pipe before its control socket: the answer is from after the TTOU.
+    status = server.status()
     assert status["target_workers"] == 1
+    status = server.wait_workers(1, 5.0)
+    assert "TTOU: 0" not in server.log()
     assert server.get("/")[0] == 200
 
     rotated = tmp_path / "error.log.1"
     errlog.rename(rotated)
     server.signal(signal.SIGUSR1)
-    time.sleep(0.3)
-    assert server.proc.poll() is None, "the master died of SIGUSR1"
-    assert all(pid_alive(w["pid"]) for w in status["workers"]), "a worker died of SIGUSR1"
+    workers = [w["pid"] for w in status["workers"]]
+    wait_until(
+        lambda: errlog.exists() and all(_stderr_target(p) == str(errlog) for p in workers),
+        5.0,
+        what="the master and its worker to reopen the error log",
+    )
+    assert server.alive, "the master died of SIGUSR1"
+    assert all(pid_alive(pid) for pid in workers), "a worker died of SIGUSR1"
     server.signal(signal.SIGTTIN)
     server.wait_workers(2, 5.0)
     wait_until(
         lambda: errlog.exists() and "TTIN: 2 worker(s)" in errlog.read_text(),
         3.0,
-        "the master's next line in the reopened error log",
+        what="the master's next line in the reopened error log",
     )
     assert "TTIN: 2 worker(s)" not in rotated.read_text()
     assert server.get("/")[0] == 200
@@ -714,28 +577,50 @@ def test_a_boot_failure_on_first_start_is_reported_once(master):
     assert len(naming) == 1, "the error is reported %d times:\n%s" % (len(naming), stderr)
 
 
-def test_reload_on_rss_replaces_a_fat_worker_without_failing_requests(master):
-    server = master("--processes", "1", "--reload-on-rss", "40", workers=1)
+def _fresh_worker_rss_mb(appdir) -> float:
+    """The resident size of a Python that imported what a worker imports (forklift, the app):
+    a lean worker's size on this machine, which the --reload-on-rss limit is set above.
+    (From /proc/self/statm, as the master reads it; ru_maxrss would count the forked
+    pytest process before exec.)"""
+    code = (
+        "import os, forklift.cli, forklift.server, fkapp;"
+        "print(int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=appdir, capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout) / 1048576
+
+
+def test_reload_on_rss_replaces_a_fat_worker_without_failing_requests(master, tmp_path):
+    # /alloc adds 50 MB to a worker: the limit sits 20 MB above a lean worker's size
+    limit = int(_fresh_worker_rss_mb(tmp_path / "app")) + 20
+    server = master("--processes", "1", "--reload-on-rss", str(limit), workers=1)
     first = server.serving_workers()[0]["pid"]
-    assert server.status()["workers"][0]["rss_mb"] < 40, "a fresh worker is over the limit"
-    answers = []
-    for _ in range(6):
-        answers.append(server.get("/alloc", timeout=10))
-        time.sleep(0.4)
+    assert server.status()["workers"][0]["rss_mb"] < limit, "a fresh worker is over the limit"
+    code, body = server.get("/alloc", timeout=10)
+    assert code == 200 and int(body.split()[1]) == first
+    # the master checks memory on each turn of its loop
+    wait_until(
+        lambda: {w["pid"] for w in server.serving_workers()} - {first},
+        10,
+        what="the fat worker to be replaced",
+        ignoring=CONTROL_ERRORS,
+    )
+    answers = [server.get("/", timeout=10) for _ in range(3)]
     assert all(code == 200 for code, _ in answers), answers
-    pids = [int(body.split()[1]) for _, body in answers]
-    assert len(set(pids)) >= 2, f"the fat worker was never replaced: {pids}"
-    assert "reload-on-rss 40 MB); replacing it" in server.log()
+    assert f"reload-on-rss {limit} MB); replacing it" in server.log()
     status = server.wait_workers(1, 5.0)
     assert status["workers"][0]["pid"] != first
-    assert not pid_alive(first)
-    # and a lean worker is left alone
-    time.sleep(0.8)
+    wait_until(lambda: not pid_alive(first), 5, what="the fat worker to exit")
+    # and a lean worker is left alone: each status request is one more turn of the master's
+    # loop, hence one more memory check, after the lean worker served
     lean = server.serving_workers()[0]["pid"]
     assert server.get("/")[0] == 200
-    time.sleep(0.8)
-    assert server.serving_workers()[0]["pid"] == lean
-    assert server.log().count("replacing it") <= len(answers)
+    for _ in range(5):
+        assert server.serving_workers()[0]["pid"] == lean
+    assert server.log().count("replacing it") == 1
 
 
 def uwsgi_get(port: int, path: str, timeout: float = 10.0) -> bytes:
@@ -771,10 +656,12 @@ def uwsgi_get(port: int, path: str, timeout: float = 10.0) -> bytes:
 def test_max_requests_counts_requests_on_closed_connections(master, protocol):
     """A request on a `Connection: close` connection, and every request nginx sends over
     uwsgi (one per connection), counts toward --max-requests like any other."""
-    server = master("--processes", "1", "--max-requests", "5", "--socket", "127.0.0.1:0", workers=1)
+    server = master(
+        "--processes", "1", "--max-requests", "5", "--socket", "127.0.0.1:0", listeners=2
+    )
     first = server.serving_workers()[0]["pid"]
     if protocol == "uwsgi":
-        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+) \(uwsgi\)", server.log())[1])
+        port = server.port_of("uwsgi")
         answers = []
         for _ in range(12):
             raw = uwsgi_get(port, "/")
@@ -802,7 +689,10 @@ def test_in_flight_keepalive_request_during_reload_is_not_followed_by_a_silent_c
         conn.getresponse().read()
         conn.request("GET", "/sleep?s=1")
         wait_until(
-            lambda: any(w["busy"] for w in server.status()["workers"]), 3, "the slow request"
+            lambda: any(w["busy"] for w in server.status()["workers"]),
+            5,
+            what="the slow request",
+            ignoring=CONTROL_ERRORS,
         )
         server.signal(signal.SIGHUP)
         response = conn.getresponse()
@@ -810,7 +700,9 @@ def test_in_flight_keepalive_request_during_reload_is_not_followed_by_a_silent_c
         response.read()
         if response.will_close:
             return  # announced: the client opens a new connection, nothing is lost
-        time.sleep(0.2)
+        # the new generation serves: the old worker has been told to stop, and would have
+        # closed this connection by now if it were going to
+        server.wait_workers(1, 10.0, exact=False)
         try:
             conn.request("GET", "/")
             follow = conn.getresponse()
@@ -830,22 +722,24 @@ def test_a_status_reader_that_sends_nothing_is_answered_at_once(master):
     only reads (nc -U, a monitoring agent) must get it at once, without stalling the master's
     loop (reaping, respawning, signals) while it waits for a command that never comes."""
     server = master("--processes", "1", workers=1)
+    # the yardstick, on this machine now: a reader that says "no command" by half-closing
+    started = time.monotonic()
+    server.status()
+    half_closed = time.monotonic() - started
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(5)
     try:
         started = time.monotonic()
         sock.connect(server.control_socket)
-        data = b""
-        for _ in range(1000):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_until_eof(sock)
         elapsed = time.monotonic() - started
     finally:
         sock.close()
-    assert json.loads(data)["pid"] == server.proc.pid
-    assert elapsed < 0.2, f"the status took {elapsed:.2f} s to come (the master sat waiting)"
+    assert json.loads(data)["pid"] == server.pid
+    assert elapsed < half_closed + 0.5, (
+        f"the status took {elapsed:.2f} s to come ({half_closed:.2f} s when half-closed): "
+        "the master sat waiting for a command"
+    )
 
 
 def test_a_worker_whose_threads_are_all_busy_leaves_new_connections_to_idle_workers(master):
@@ -856,27 +750,34 @@ def test_a_worker_whose_threads_are_all_busy_leaves_new_connections_to_idle_work
     answers = []
 
     def slow():
-        started = time.monotonic()
         try:
-            code, body = server.get("/sleep?s=1", timeout=10)
-            answers.append((code, int(body.split()[1]), time.monotonic() - started))
+            code, body = server.get("/sleep?s=2", timeout=15)
+            answers.append((code, int(body.split()[1])))
         except Exception as exc:
-            answers.append((0, 0, repr(exc)))
+            answers.append((0, repr(exc)))
+
+    def busy_threads() -> int:
+        return sum(w["busy"] for w in server.status()["workers"])
 
     clients = [threading.Thread(target=slow, daemon=True) for _ in range(4)]
-    for c in clients:
+    for running, c in enumerate(clients, 1):
         c.start()
-        time.sleep(0.05)  # one at a time: each finds the others already running
-    time.sleep(0.3)
+        # one at a time: each finds the others already running in the app. A connection
+        # queued in a busy worker never reaches the app, and the count stops short.
+        wait_until(
+            lambda n=running: busy_threads() == n,
+            5.0,
+            what=f"{running} requests running at once",
+            ignoring=CONTROL_ERRORS,
+        )
     busy = {w["pid"]: w["busy"] for w in server.status()["workers"]}
     for c in clients:
         c.join(timeout=15)
-    assert all(code == 200 for code, _, _ in answers), answers
-    slowest = max(elapsed for _, _, elapsed in answers)
-    per_worker = {pid: sum(1 for _, p, _ in answers if p == pid) for pid in busy}
-    assert slowest < 1.6, (
-        f"4 one-second requests on 2x2 threads took {slowest:.2f} s: requests per worker "
-        f"{per_worker}, busy threads while they ran {busy}"
+    assert all(code == 200 for code, _ in answers), answers
+    per_worker = {pid: sum(1 for _, p in answers if p == pid) for pid in busy}
+    assert sorted(per_worker.values()) == [2, 2], (
+        f"4 requests on 2 workers x 2 threads: requests per worker {per_worker}, "
+        f"busy threads while they ran {busy}"
     )
 
 
@@ -897,13 +798,13 @@ def test_status_and_stop_commands(master):
     server = master("--processes", "2", workers=2)
     text = server.control("status")
     assert text.returncode == 0, text.stderr
-    assert f"master {server.proc.pid}" in text.stdout and "generation 1" in text.stdout
+    assert f"master {server.pid}" in text.stdout and "generation 1" in text.stdout
     for w in server.serving_workers():
         assert str(w["pid"]) in text.stdout
     raw = server.control("status", "--json")
     assert raw.returncode == 0, raw.stderr
     document = json.loads(raw.stdout)
-    assert document["pid"] == server.proc.pid and len(document["workers"]) == 2
+    assert document["pid"] == server.pid and len(document["workers"]) == 2
     for w in document["workers"]:
         assert {"pid", "age", "requests", "busy", "rss_mb"} <= set(w)
 
@@ -913,7 +814,7 @@ def test_status_and_stop_commands(master):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=server.env(),
+        env=server.environment(),
     )
     try:
         assert server.wait_exit(10) == 0

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from support import wait_until
+
 from .apps.slowclients import CHUNKS, LIST_BODY, stream_chunk
-from .server import wait_for
 
 SLOW = 64
 
@@ -112,7 +113,7 @@ def two_workers(request, servers):
 
 def test_slow_readers_of_big_answers_hold_no_worker(two_workers):
     server = two_workers
-    pids = wait_for(lambda: len(worker_pids(server)) == 2 and worker_pids(server))
+    pids = wait_until(lambda: len(worker_pids(server)) == 2 and worker_pids(server), 10)
     timed_hello(server.port)
     before = {pid: rss_bytes(pid) for pid in pids}
     run = time.monotonic_ns()
@@ -121,7 +122,7 @@ def test_slow_readers_of_big_answers_hold_no_worker(two_workers):
     try:
         for sock in lists + streams:
             assert answer_started(sock)
-        wait_for(lambda: settled(pids), timeout=20)
+        wait_until(lambda: settled(pids), 20)
         assert_others_served_at_once(server.port)
         # Each worker holds about one 1 MiB chunk per stalled stream (32 each), no more.
         for pid in pids:
@@ -139,7 +140,7 @@ def test_slow_readers_of_big_answers_hold_no_worker(two_workers):
     # Every streamed answer's close() was called exactly once: read whole or abandoned.
     for i in range(SLOW):
         tag = f"close {run}-{i}"
-        wait_for(lambda tag=tag: tag in closes(server), timeout=10)
+        wait_until(lambda tag=tag: tag in closes(server), 10)
         assert closes(server).count(tag) == 1, tag
 
 
@@ -150,7 +151,7 @@ def test_a_reader_that_stalls_past_the_socket_timeout_is_closed_once(servers):
     with slow_get(server.port, f"/stream?tag={tag}") as sock:
         assert answer_started(sock)
         line = server.wait_for_stderr(mark, "read nothing of its answer", timeout=10)
-        assert wait_for(lambda: f"close {tag}" in closes(server), timeout=5)
+        assert wait_until(lambda: f"close {tag}" in closes(server), 5)
         assert closes(server).count(f"close {tag}") == 1
         assert line.count("read nothing of its answer") == 1
         assert len(read_to_eof(sock)) < CHUNKS * (1 << 20)  # cut short, not sent whole
@@ -182,7 +183,7 @@ def test_slow_senders_hold_no_worker_and_uploads_arrive_whole(servers, threads, 
         "--body-temp-dir",
         spool_dir,
     )
-    pids = wait_for(lambda: len(worker_pids(server)) == 2 and worker_pids(server))
+    pids = wait_until(lambda: len(worker_pids(server)) == 2 and worker_pids(server), 10)
     size = 1_000_000
     head = f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode()
     senders = []
@@ -202,7 +203,7 @@ def test_slow_senders_hold_no_worker_and_uploads_arrive_whole(servers, threads, 
 
         threading.Thread(target=trickle, daemon=True).start()
         # Bodies past post-buffering (64k) wait in temporary files, not in the app.
-        wait_for(lambda: spool_files(pids, spool_dir) == SLOW, timeout=10)
+        wait_until(lambda: spool_files(pids, spool_dir) == SLOW, 10)
         assert_others_served_at_once(server.port)
         body = os.urandom(size)
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
@@ -215,7 +216,7 @@ def test_slow_senders_hold_no_worker_and_uploads_arrive_whole(servers, threads, 
         for sock in senders:
             sock.close()
     # The requests ended with their clients: their temporary files are gone.
-    wait_for(lambda: spool_files(pids, spool_dir) == 0, timeout=10)
+    wait_until(lambda: spool_files(pids, spool_dir) == 0, 10)
 
 
 def test_a_git_push_with_a_chunked_upload_arrives_byte_exact(servers, tmp_path):
@@ -255,7 +256,7 @@ def test_a_full_disk_answers_507_and_the_worker_serves_on(servers, tmp_path):
     # A file size limit on the worker (RLIMIT_FSIZE; Python ignores SIGXFSZ) makes the
     # kernel refuse the spool's writes past 100 kB, as a full disk would.
     server = servers.get("slowclients:app", "--body-temp-dir", str(tmp_path))
-    (worker,) = wait_for(lambda: len(worker_pids(server)) == 1 and worker_pids(server))
+    (worker,) = wait_until(lambda: len(worker_pids(server)) == 1 and worker_pids(server), 10)
     resource.prlimit(worker, resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
     size = 1_000_000
     head = f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode()
@@ -268,4 +269,4 @@ def test_a_full_disk_answers_507_and_the_worker_serves_on(servers, tmp_path):
     assert answer.startswith(b"HTTP/1.1 507 "), answer[:100]
     assert worker_pids(server) == [worker]
     assert_others_served_at_once(server.port)
-    wait_for(lambda: spool_files([worker], str(tmp_path)) == 0, timeout=5)
+    wait_until(lambda: spool_files([worker], str(tmp_path)) == 0, 5)

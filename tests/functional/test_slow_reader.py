@@ -9,7 +9,24 @@ import time
 
 import pytest
 
+from support import wait_until
+
 from .apps.bigbody import BIG
+
+
+def _server_end_established(server_port: int, client_port: int) -> bool:
+    """Whether the server's end of our connection is still ESTABLISHED, from /proc/net/tcp
+    (state 01, linux/tcp_states.h): a server that closed it has moved it to FIN_WAIT1."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            if (
+                int(local.split(":")[1], 16) == server_port
+                and int(remote.split(":")[1], 16) == client_port
+            ):
+                return state == "01"
+    return False
 
 
 def _request_big_and_stall(port: int, pipelined: int = 2) -> socket.socket:
@@ -44,7 +61,8 @@ def test_stalled_reader_does_not_block_others(servers, threads):
     server = servers.get("bigbody:app", "--threads", str(threads))
     stalled = [_request_big_and_stall(server.port) for _ in range(3)]
     try:
-        time.sleep(0.3)  # their answers now fill the socket buffers and wait
+        for sock in stalled:  # their answers have begun: they fill the socket buffers and wait
+            assert sock.recv(1, socket.MSG_PEEK), "no answer began"
         for _ in range(20):
             start = time.monotonic()
             conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
@@ -69,7 +87,13 @@ def test_client_that_never_reads_is_dropped_after_the_socket_timeout(servers):
     sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
     try:
         # Nothing read: no progress for 1 s (one extension allowed) -> connection dropped.
-        time.sleep(4)
+        # Seen without reading a byte (our unread buffer holds the FIN back): the server's
+        # end of the connection leaves ESTABLISHED.
+        client_port = sock.getsockname()[1]
+        assert _server_end_established(server.port, client_port), "not seen in /proc/net/tcp"
+        wait_until(
+            lambda: not _server_end_established(server.port, client_port), 10, what="the drop"
+        )
         sock.settimeout(5)
         received = 0
         try:

@@ -15,7 +15,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,7 @@ import psycopg
 import pytest
 
 from gameprogress.app import create_app
+from support import free_port
 
 PG_GLOB = "/usr/lib/postgresql/*/bin"
 
@@ -42,12 +42,6 @@ def _postgres_bindir() -> str:
         return tuple(int(p) for p in re.findall(r"\d+", path.split("/")[-2]))
 
     return max(found, key=version)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresServer:

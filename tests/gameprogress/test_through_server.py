@@ -12,7 +12,6 @@ import multiprocessing
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 import gameprogress
 from gameprogress.model import MAX_LEVEL
 from gameprogress.store import iter_records, open_store
+from support import free_port
 
 CLIENT_PROCESSES = 8
 CLIENT_THREADS = 8
@@ -36,19 +36,13 @@ START_TIMEOUT = 30
 DEADLINE = 120
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """forklift serving gameprogress.wsgi:app on a free loopback port, stopped by its pid."""
 
     def __init__(
         self, database_url: str, log_path: Path, extra_env: dict[str, str] | None = None
     ) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("GAMEPROGRESS_")}
         src = str(Path(gameprogress.__file__).resolve().parent.parent)

@@ -27,7 +27,7 @@ def served(tmp_path):
         return {"status": "ok"} if command is None else {"echo": command}
 
     server = ControlServer(handle)
-    server.open(str(tmp_path / "app.pid"), None)
+    server.open(str(tmp_path / "app.pid"))
     yield server, str(tmp_path / "app.pid.sock"), commands
     server.close()
 
@@ -94,10 +94,10 @@ def test_garbage_is_an_unknown_command_not_a_crash(served, line):
 
 def test_close_removes_the_socket_file_but_a_forked_worker_leaves_it(tmp_path):
     server = ControlServer(lambda command: {})
-    server.open(str(tmp_path / "a.pid"), None)
+    server.open(str(tmp_path / "a.pid"))
     server.close(unlink=False)  # what a worker does with the master's sockets after fork
     assert (tmp_path / "a.pid.sock").exists()
     server = ControlServer(lambda command: {})
-    server.open(str(tmp_path / "a.pid"), None)  # a stale file is replaced
+    server.open(str(tmp_path / "a.pid"))  # a stale file is replaced
     server.close()
     assert not (tmp_path / "a.pid.sock").exists()

@@ -27,6 +27,8 @@ from forklift.wsgi import run_app
 class RecordingSink:
     """A sink that keeps every send (and sendfile span) instead of touching a socket."""
 
+    can_sendfile = True
+
     def __init__(self, file_bytes: bytes = b""):
         self.sends = []
         self.file_bytes = file_bytes

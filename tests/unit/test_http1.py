@@ -1295,7 +1295,7 @@ def test_error_response_is_complete_and_closes():
 # =============================================================================================
 
 
-def test_bug_long_chunk_extension_gets_the_same_answer_however_split():
+def test_long_chunk_extension_gets_the_same_answer_however_split():
     # Fed whole, a 5000-byte chunk-size line is accepted; byte by byte it is a 400.
     bad = _chunked_post(b"5;" + b"e" * 5000 + b"\r\nhello\r\n0\r\n\r\n")
     outcome = parse_every_way(bad + SECOND, every_offset=False)
@@ -1303,7 +1303,7 @@ def test_bug_long_chunk_extension_gets_the_same_answer_however_split():
     assert [h.target for h in outcome.heads] == [b"/"]
 
 
-def test_bug_trailer_section_over_the_limit_is_431_however_split():
+def test_trailer_section_over_the_limit_is_431_however_split():
     # Fed whole, an oversized trailer section is accepted; byte by byte it is a 431.
     limits = Limits(max_header_bytes=64)
     bad = _chunked_post(b"0\r\nX-Big: " + b"t" * 100 + b"\r\n\r\n")
@@ -1320,7 +1320,7 @@ def test_bug_trailer_section_over_the_limit_is_431_however_split():
     ],
     ids=["head", "trailers"],
 )
-def test_bug_field_with_long_leading_whitespace_is_rejected_in_linear_time(data):
+def test_field_with_long_leading_whitespace_is_rejected_in_linear_time(data):
     # The field-line regex backtracks quadratically over leading whitespace: 25 KB take
     # seconds, a 64 KiB field block (the default limit) about ten. A linear parse takes ~1 ms.
     started = time.perf_counter()
@@ -1330,7 +1330,7 @@ def test_bug_field_with_long_leading_whitespace_is_rejected_in_linear_time(data)
     assert elapsed < 0.25, f"{elapsed:.2f} s to reject {len(data)} bytes"
 
 
-def test_bug_trailers_trickled_byte_by_byte_are_scanned_in_linear_time():
+def test_trailers_trickled_byte_by_byte_are_scanned_in_linear_time():
     # Each byte of a trailer section rescans the whole section (the head keeps `_scanned`;
     # the trailers do not): 10 KB one byte at a time take half a second, 64 KiB (the
     # default limit) about twenty. The same bytes in a head take ~15 ms.
@@ -1352,13 +1352,13 @@ def test_bug_trailers_trickled_byte_by_byte_are_scanned_in_linear_time():
     [(GET11, "200 OK"), (HEAD11, "200 OK"), (GET11, "304 Not Modified")],
     ids=["GET 200", "HEAD 200", "GET 304"],
 )
-def test_bug_app_content_length_is_sent_once(request_head, status):
+def test_app_content_length_is_sent_once(request_head, status):
     frame = frame_response(request_head, status, [("Content-Length", "7")])
     assert values(frame, b"content-length") == [b"7"]
 
 
 @pytest.mark.parametrize("status", ["100 Continue", "204 No Content"])
-def test_bug_app_content_length_is_not_sent_with_1xx_or_204(status):
+def test_app_content_length_is_not_sent_with_1xx_or_204(status):
     frame = frame_response(GET11, status, [("Content-Length", "0")])
     assert values(frame, b"content-length") == []
 
@@ -1373,7 +1373,7 @@ def test_bug_app_content_length_is_not_sent_with_1xx_or_204(status):
     ],
     ids=["505 and bare CR", "414 and bare CR", "431 and bare LF", "trailers: 431 and bare LF"],
 )
-def test_bug_request_with_two_faults_gets_the_same_status_however_split(data, limits):
+def test_request_with_two_faults_gets_the_same_status_however_split(data, limits):
     # Fed whole, a head is checked limits first, then version, then fields (a trailer section:
     # field count first); fed in pieces, a bare CR or LF is reported (400) as soon as it
     # arrives. The status must not depend on the split: report what a byte-by-byte reader
@@ -1395,7 +1395,7 @@ _TWO_FAULTS = b"GET / HTTP/2.0\r\nHost: a\r\nX: ab\r\n\r\n"
     st.booleans(),
     st.sampled_from(MUTATION_LIMITS),
 )
-def test_bug_mutated_requests_get_the_same_answer_however_split(reqs, edits, cuts, eof, limits):
+def test_mutated_requests_get_the_same_answer_however_split(reqs, edits, cuts, eof, limits):
     data = mutate(b"".join(wire for wire, _ in reqs), edits)
     whole = parse([data], limits, eof=eof)
     for chunks in ([data[i : i + 1] for i in range(len(data))], cut(data, cuts)):
@@ -1411,7 +1411,7 @@ def test_bug_mutated_requests_get_the_same_answer_however_split(reqs, edits, cut
     ],
     ids=["505 and CR CR LF", "bad target and CR CR LF", "501 and CR CR LF"],
 )
-def test_bug_cr_just_before_the_end_of_the_head_is_400_however_split(data):
+def test_cr_just_before_the_end_of_the_head_is_400_however_split(data):
     # Fed whole, the head is cut before its CRLF CRLF, so the stray CR is its last byte and
     # no bare-CR search sees it: the version's 505 wins. Byte by byte the CR CR is a 400.
     assert parse_every_way(data + SECOND).status == 400

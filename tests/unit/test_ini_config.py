@@ -275,7 +275,7 @@ def test_base_config_is_extended_and_config_file_remembered(ini):
         ("plugins = php", "plugins"),
         ("plugins = python3,php", "plugins"),
         ("emperor-stats = :9191", "emperor-stats"),
-        ("https = :443,cert,key", "https"),
+        ("ssl-socket = :443,cert,key", "ssl-socket"),
     ],
 )
 def test_refused_key_names_key_file_and_line(ini, line, key):

@@ -14,7 +14,13 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
-PROTOCOL = {"forklift.http1", "forklift.uwsgi", "forklift.framing", "forklift.abnf"}
+PROTOCOL = {
+    "forklift.http1",
+    "forklift.uwsgi",
+    "forklift.framing",
+    "forklift.abnf",
+    "forklift.proxy_protocol",
+}
 GATEWAY = {"forklift.wsgi", "forklift.proxy"}
 SINK = {"forklift.sink"}
 PROCESS = {"forklift.worker", "forklift.master", "forklift.connection", "forklift.pool"}

@@ -441,14 +441,14 @@ def test_script_name_is_part_of_the_matched_url(site):
 # =============================================================================================
 
 
-def test_bug_range_with_a_superscript_digit_is_ignored_not_a_crash():
+def test_range_with_a_superscript_digit_is_ignored_not_a_crash():
     # A client may send obs-text in a field value; `Range: bytes=\xb2-` arrives as "²", for
     # which str.isdigit() is True and int() raises ValueError: the app answers 500.
     for header in ("bytes=\u00b2-", "bytes=0-\u00b2", "bytes=-\u00b2"):
         assert parse_range(header, 100) is None, header
 
 
-def test_bug_static_file_with_a_garbage_range_is_still_served(site):
+def test_static_file_with_a_garbage_range_is_still_served(site):
     app, _, _ = site
     answer = call(app, "/static/data.txt", range="bytes=\u00b2-")
     assert (answer.code, answer.body) == (200, CONTENT)

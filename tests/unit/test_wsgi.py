@@ -1083,7 +1083,7 @@ def test_check_app_never_calling_start_response():
 # =============================================================================================
 
 
-def test_bug_absolute_form_without_a_path_keeps_its_query():
+def test_absolute_form_without_a_path_keeps_its_query():
     # RFC 9112 §3.2.2 absolute-form is an absolute-URI (RFC 3986 §4.3): `http://h?q` has an
     # empty path and a query. split_target puts the query into the authority instead.
     assert split_target(b"http://h.example?x=1") == (b"/", b"x=1", b"h.example")

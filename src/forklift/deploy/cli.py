@@ -149,5 +149,30 @@ def systemd_main(app: AppDir, args, server_options: list) -> int:
         f"# forklift systemd-unit --app {app.root}\n"
         f"# deploy with: forklift deploy --app {app.root} --pidfile {settings['pidfile']}\n"
     )
+    if args.socket_activation:
+        return write_socket_activation(app, args, server_options, header + text)
     sys.stdout.write(header + text)
+    return 0
+
+
+def write_socket_activation(app: AppDir, args, server_options: list, service_text: str) -> int:
+    """`--socket-activation UNIT_DIR`: NAME.socket + NAME.service, paths printed."""
+    from .systemd import socket_unit_text, with_socket_activation
+
+    name = args.name or "forklift-" + (re.sub(r"[^A-Za-z0-9_.-]", "-", app.root.name) or "app")
+    unit_dir = os.path.abspath(args.socket_activation)
+    try:
+        os.makedirs(unit_dir, exist_ok=True)
+        socket_path = os.path.join(unit_dir, f"{name}.socket")
+        service_path = os.path.join(unit_dir, f"{name}.service")
+        with open(socket_path, "w") as f:
+            f.write(f"# forklift systemd-unit --app {app.root} --socket-activation\n")
+            f.write(socket_unit_text(name, server_options))
+        with open(service_path, "w") as f:
+            f.write(with_socket_activation(service_text, name))
+    except OSError as exc:
+        print(f"forklift systemd-unit: error: {unit_dir}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(socket_path)
+    print(service_path)
     return 0

@@ -151,6 +151,13 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument(
             "--no-virtualenv", action="store_true", help="no --virtualenv DIR/current/.venv"
         )
+        p.add_argument(
+            "--socket-activation",
+            metavar="UNIT_DIR",
+            help="write NAME.socket (systemd holds the listeners across restarts) and "
+            "NAME.service into UNIT_DIR instead of printing the service",
+        )
+        p.add_argument("--name", help="unit name with --socket-activation (forklift-APPDIR)")
         p.epilog = "Other options (--http ADDR, --processes N, ...) are passed to the master."
     return p
 

@@ -127,3 +127,65 @@ def join_command(argv: list) -> str:
 
 def _escape_path(path: str) -> str:
     return path.replace("%", "%%")
+
+
+# Options whose value is an address the master listens on (a ListenStream= with activation).
+_LISTEN_OPTIONS = ("--http", "--http-socket", "--socket", "--uwsgi-socket", "--https")
+
+
+def listen_streams(server_options: list) -> list:
+    """ListenStream= values for the addresses in the master's options, in order.
+
+    `:8000` (every interface) becomes `8000`, which systemd binds dual-stack on [::]:8000;
+    `unix:/run/app.sock` becomes the path; `--https ADDR,CERT,KEY` contributes ADDR.
+    """
+    streams = []
+    options = list(server_options)
+    for option, value in zip(options, options[1:] + [""], strict=True):
+        if option not in _LISTEN_OPTIONS or not value:
+            continue
+        address = value.split(",")[0] if option == "--https" else value
+        if address.startswith("unix:"):
+            streams.append(address[5:])
+        elif address.startswith(":") or address.startswith("*:"):
+            streams.append(address.rpartition(":")[2])
+        else:
+            streams.append(address)
+    return streams
+
+
+def socket_unit_text(service: str, server_options: list, description: str | None = None) -> str:
+    """The `.socket` unit that holds the master's listeners for socket activation.
+
+    systemd binds them and passes them in LISTEN_FDS (forklift matches them to its --http and
+    --socket options); they stay open while the service restarts, so a restart of the master
+    never refuses a connection: the kernel queues them until the new master accepts.
+    """
+    streams = listen_streams(server_options)
+    if not streams:
+        streams = ["127.0.0.1:8000"]
+    lines = [
+        "[Unit]",
+        f"Description={description or f'listening sockets of {service}.service'}",
+        "",
+        "[Socket]",
+    ]
+    lines += [f"ListenStream={_escape_path(stream)}" for stream in streams]
+    lines += [
+        "Accept=no",  # one service for every connection: forklift's master and its workers
+        "Backlog=1024",
+        "NoDelay=true",
+        f"Service={service}.service",
+        "",
+        "[Install]",
+        "WantedBy=sockets.target",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def with_socket_activation(service_text: str, service: str) -> str:
+    """A service unit from `unit_text` that needs its `.socket` unit (started before it)."""
+    return service_text.replace(
+        "[Unit]\n", f"[Unit]\nRequires={service}.socket\nAfter={service}.socket\n", 1
+    )

@@ -4,10 +4,12 @@ also when the client went away mid-body or mid-response.
 Each request names itself with `?tag=`. The log gets "begin TAG" when the app is called,
 "close TAG" when the server closes the result. Routes: /ok answers at once; /read reads the
 whole body inside the iteration (a client that leaves mid-body breaks the read); /stream
-yields up to 64 MiB (a client that leaves mid-response breaks the send).
+yields up to 64 MiB (a client that leaves mid-response breaks the send); /sleep?s=F sleeps
+F seconds (at most 5) before it answers (a client may leave meanwhile).
 """
 
 import os
+import time
 from urllib.parse import parse_qs
 from wsgiref.validate import validator
 
@@ -65,6 +67,8 @@ def closetrack_app(environ, start_response):
         return Tracked(tag, _read_all(environ))
     if path == "/stream":
         return Tracked(tag, _stream())
+    if path == "/sleep":
+        time.sleep(min(float(query.get("s", ["0.3"])[0]), 5.0))
     return Tracked(tag, [b"ok"])
 
 
