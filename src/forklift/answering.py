@@ -11,7 +11,8 @@ soon as the socket is full: the answer waits in the loop (FLUSH), holding at mos
 --socket-timeout, worker exit) is closed in the loop's thread, once.
 
 It uses the worker's `config`, `app`, `hold`, `inline`, `alive`, `slot`, `busy`,
-`_track_busy`, `access_log`, `_log_notable`, `_poller`, `_pool`, `_conn_flags` and its
+`_track_busy`, `_note_current` (`current_start`, `current_environ`), `_record` (metrics),
+`access_log`, `_log_notable`, `_poller`, `_pool`, `_conn_flags` and its
 `_close`, `_reject`, `_linger`, `_after_request`, `_advance`, `_pause_accepting`, `retire`.
 """
 
