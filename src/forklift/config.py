@@ -223,7 +223,14 @@ class Config:
     max_header_fields: int = 100  # -> 431
     max_body_size: int = 0  # limit-post; 0 = no limit -> 413 when exceeded
     buffer_size: int = 4096  # uwsgi packet (vars) size, as uWSGI's buffer-size
-    post_buffering: int = 65536  # body bytes read before the app is called (no thread tied up)
+    # The loop reads whole request bodies before the app runs: this many bytes in memory,
+    # the rest in a temporary file (uWSGI's post-buffering; 0: the app streams the body).
+    post_buffering: int = 65536
+    stream_request_body: bool = False  # the app reads the body as it arrives (a slow
+    # sender then holds that request's thread)
+    body_temp_dir: str | None = None  # where spooled bodies go; None: $TMPDIR or /tmp
+    response_buffer: int = 65536  # answer bytes held per connection before the app's
+    # iterator is advanced again (the bound on a slow reader's memory)
 
     # --- timeouts (seconds)
     head_timeout: float = 10.0  # whole request head must arrive within this (slowloris)

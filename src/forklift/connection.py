@@ -132,8 +132,9 @@ class Connection:
         "body_size",
         "requests",
         "sink",
-        "flush_keep_alive",
         "watched",
+        "spool",
+        "answer",
         "prelude",
     )
 
@@ -147,11 +148,12 @@ class Connection:
         self.phase = IDLE
         self.deadline = deadline
         self.head = None  # the request being read or served (a protocol's request event)
-        self.body = None  # body pieces the loop buffered (up to post-buffering)
+        self.body = None  # body pieces the loop read before streaming the rest to the app
         self.body_size = 0
+        self.spool = None  # the whole body, read by the loop before the app runs (spool.py)
         self.requests = 0
-        self.flush_keep_alive = False
         self.watched = False  # in the loop's epoll set (not before its first wait for bytes)
+        self.answer = None  # the answer the loop still sends (outbox.Answer), FLUSH phase
         self.prelude = None
         if site.tls_context is not None or site.proxy_admits is not None:
             self.phase = PRELUDE
@@ -204,16 +206,25 @@ class Connection:
         error_log.log(level, "connection from %s closed: %s", peer, why)
 
     def body_stream(self, streaming: bool):
-        """`wsgi.input` for the current request: the buffered body, or, when `streaming`,
-        a reader that pulls the rest from the socket as the app reads (after sending the
-        interim 100 when the client waits for it)."""
+        """`wsgi.input` for the current request: the body the loop read (spooled), or, when
+        `streaming`, a reader that pulls the rest from the socket as the app reads (after
+        sending the interim 100 when the client waits for it). SpoolFull: the disk is."""
         body = self.body
+        if self.spool is not None:
+            return self.spool.stream()
         if streaming:
             send_continue = self._send_continue if self.head.expect_continue else None
             return BodyReader(self._body_puller(body), send_continue)
         if body:
             return io.BytesIO(body[0] if len(body) == 1 else b"".join(body))
         return io.BytesIO()
+
+    def end_body(self) -> None:
+        """The request is over: drop its spooled body (and its temporary file)."""
+        spool = self.spool
+        if spool is not None:
+            self.spool = None
+            spool.close()
 
     def _body_puller(self, buffered):
         parser = self.parser

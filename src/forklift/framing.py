@@ -230,6 +230,15 @@ class Response:
                 self.keep_alive = False
             self.remaining -= len(data)
         elif mode == BODY_CHUNKED:
+            if len(data) >= _COALESCE_LIMIT:
+                # A big chunk goes out as size line, the app's own buffer, CRLF: no copy.
+                size_line = b"%x\r\n" % len(data)
+                self.sent += len(size_line) + len(data) + 2
+                self.sink.send(self.pending + size_line)
+                self.pending = b""
+                self.sink.send(data)
+                self.sink.send(b"\r\n")
+                return
             data = chunk(data)
         self.sent += len(data)
         if self.pending:
@@ -242,20 +251,30 @@ class Response:
         self.sink.send(data)
 
     def sendfile(self, fd: int, offset: int, count: int) -> None:
+        """Queue `count` bytes of file `fd` (the sink sends them with sendfile, from the
+        loop); a file that ends early makes the sink close the connection."""
         sink = self.sink
         if self.pending:
-            sink.send_all(self.pending)
+            sink.send(self.pending)
             self.pending = b""
-        else:
-            sink.flush()
         if self.mode == BODY_NONE or count <= 0:
             return
-        sent = sink.sendfile(fd, offset, count)
-        self.sent += sent
+        sink.queue_file(fd, offset, count)
+        self.sent += count
         if self.remaining is not None:
-            self.remaining -= sent
-        if sent < count:  # the file shrank under us: the promised length cannot be kept
-            self.keep_alive = False
+            self.remaining -= count
+
+    @property
+    def held(self) -> int:
+        """Bytes of this answer the sink holds in memory (the bound on advancing the app)."""
+        return self.sink.queued
+
+    def wait_room(self, limit: int) -> None:
+        """Block until the sink holds at most `limit` bytes (for the legacy `write()`)."""
+        if self.pending:
+            self.sink.send(self.pending)
+            self.pending = b""
+        self.sink.wait_room(limit)
 
     def finish(self) -> None:
         out = self.pending

@@ -122,7 +122,16 @@ OPTIONS: tuple = (
     Option("limit-post", v.size("max_body_size"), aliases=("max-body-size",), metavar="BYTES",
            group=_LIM, help="request body limit, 413 (default: none)"),
     Option("post-buffering", v.size("post_buffering"), metavar="BYTES", group=_LIM,
-           help="body bytes read before the app is called (64k)"),
+           help="request body bytes kept in memory; the loop spools the rest to a temporary "
+                "file before the app runs (64k; 0: the app reads the body as it arrives)"),
+    Option("stream-request-body", v.flag("stream_request_body"), FLAG, group=_LIM,
+           help="the app reads request bodies from the socket as they arrive (a slow sender "
+                "then holds that request's thread)"),
+    Option("body-temp-dir", v.text("body_temp_dir"), metavar="DIR", group=_LIM,
+           help="where spooled request bodies go (default: $TMPDIR)"),
+    Option("response-buffer", v.size("response_buffer"), metavar="BYTES", group=_LIM,
+           help="answer bytes held per connection before the app's iterator is advanced "
+                "again (64k)"),
     Option("buffer-size", v.buffer_size, metavar="BYTES", group=_LIM,
            help="uwsgi packet size limit (4096; up to 65536)"),
     # --- timeouts

@@ -124,6 +124,14 @@ def check_paths(config) -> None:
             raise AppImportError(
                 f"{config.where('wsgi_file', 'wsgi-file')}: no such file in {base} ({where})"
             )
+    temp_dir = config.body_temp_dir
+    if temp_dir:
+        # Workers chdir before serving: a relative directory means the one forklift started in.
+        config.body_temp_dir = temp_dir = os.path.abspath(temp_dir)
+        if not os.path.isdir(temp_dir):
+            raise ConfigError(f"{config.where('body_temp_dir')}: no such directory")
+        if not os.access(temp_dir, os.W_OK | os.X_OK):
+            raise ConfigError(f"{config.where('body_temp_dir')}: {temp_dir} is not writable")
     if os.geteuid() == 0:
         owner, _, group = (config.chown_socket or "").partition(":")
         for uid, gid, attrs in (

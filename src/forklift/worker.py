@@ -9,8 +9,9 @@ answers. A request goes one way: socket read → parser → `wsgi.build_environ`
 Why this shape: with threads = 1 the loop parses, calls the app and answers in one pass with
 no thread hand-off (the hand-off costs more than parsing). With threads > 1 the loop still
 owns every connection between requests (an idle keep-alive client never holds a thread);
-a thread owns a connection only while a request on it runs. Heads, and bodies up to
-`post_buffering`, are read by the loop, so a slow client never ties up a thread either.
+a thread owns a connection only while a request on it runs. Heads and whole bodies are
+read by the loop (`spool.Spool`), and what the kernel will not take of an answer is left to
+the loop (`outbox.pump`), so a slow client never ties up a thread or the worker.
 """
 
 from __future__ import annotations
@@ -20,26 +21,26 @@ import os
 import select
 import signal
 import socket
-import threading
 import time
 import traceback
 
 from .accepting import BALANCE_RECHECK, AcceptSide
+from .answering import PUMP, Answering
 from .connection import BODY, BUSY, FLUSH, HEAD, IDLE, LINGER, Site, limits_of
 from .errors import PeerGone, ProtocolError
 from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
-from .log import AccessLog, error_log, log_app_error, log_notable, setup_error_log
+from .log import AccessLog, error_log, setup_error_log
 from .pool import Pool
 from .sink import RECV_SIZE
+from .spool import Spool, SpoolFull
 from .watchdog import Watchdog, log_thread_stacks
-from .wsgi import AppError, build_environ, run_app
 
 _EPOLLIN = select.EPOLLIN
 _ONESHOT = select.EPOLLONESHOT
 _LINGER_SECONDS = 2.0  # after an error answer, read and discard what the client still sends
 
 
-class Worker(AcceptSide):
+class Worker(AcceptSide, Answering):
     """Serve the app on the given listeners until told to stop."""
 
     def __init__(
@@ -68,6 +69,9 @@ class Worker(AcceptSide):
             self.access_log = None
         self.limits = limits_of(config)
         self.inline = config.threads <= 1
+        self.hold = config.response_buffer  # answer bytes held per connection, at most
+        # uWSGI: post-buffering 0 means the app reads the body from the socket as it comes.
+        self.stream_bodies = config.stream_request_body or config.post_buffering <= 0
         self._log_notable = bool(config.log_4xx or config.log_5xx or config.log_slow)
         # Which request each thread runs: for harakiri's report and `forklift top`. An inline
         # worker without harakiri only notes its one request (two stores, no dict, no tuple).
@@ -302,6 +306,10 @@ class Worker(AcceptSide):
                 return
             kind = type(event)
             if kind is Data:
+                if conn.spool is not None:
+                    if not self._spool(conn, event.data):
+                        return
+                    continue
                 conn.body.append(event.data)
                 conn.body_size += len(event.data)
                 if conn.body_size > config.post_buffering:
@@ -324,7 +332,9 @@ class Worker(AcceptSide):
                     self._warn_dropped(conn.site.protocol, event.dropped)
                 if not event.has_body:
                     continue  # the EndOfMessage follows at once
-                if event.expect_continue or (
+                if not self.stream_bodies:
+                    self._start_spool(conn, event)
+                elif event.expect_continue or (
                     event.content_length is not None
                     and event.content_length > config.post_buffering
                 ):
@@ -335,28 +345,46 @@ class Worker(AcceptSide):
                 conn.phase = BODY
                 conn.deadline = time.monotonic() + config.socket_timeout
 
-    def _run_request(self, conn, in_thread: bool, streaming: bool) -> bool:
-        """Run (or queue) the request; True when the caller goes on with the next one."""
-        self._dispatch(conn, in_thread, streaming)
-        if in_thread or self.inline:
-            return self._after_request(conn)
-        return False  # queued: the pool thread continues this connection
+    def _start_spool(self, conn, request) -> None:
+        """The loop reads this body whole before the app runs (answering 100 first)."""
+        conn.spool = Spool(self.config.post_buffering, self.config.body_temp_dir)
+        if request.expect_continue and conn.site.protocol.continue_response:
+            try:
+                conn.sink.send(conn.site.protocol.continue_response)
+            except PeerGone:
+                pass  # the next read sees the closed connection
 
-    def _dispatch(self, conn, in_thread: bool, streaming: bool) -> None:
+    def _spool(self, conn, data: bytes) -> bool:
+        """Keep a piece of the body; False (after a 507 and close) when the disk is full."""
+        conn.body_size += len(data)
+        try:
+            conn.spool.write(data)
+        except SpoolFull as exc:
+            self._spool_failed(conn, exc)
+            return False
+        return True
+
+    def _run_request(self, conn, in_thread: bool, streaming: bool) -> bool:
+        """Run (or queue) the request; True when the caller goes on with the next one.
+        False: queued, closed, or its answer handed to the loop (then the connection is
+        no longer the caller's to touch)."""
         conn.phase = BUSY
         if self.inline or in_thread:
-            self._serve(conn, streaming)
-        else:
-            # Every thread has work: leave new connections in the shared queue for a worker
-            # that can serve them now (and that is not the one that may crash).
-            self._pool.submit((conn, streaming), self._pause_accepting)
+            return self._serve(conn, streaming) and self._after_request(conn)
+        # Every thread has work: leave new connections in the shared queue for a worker
+        # that can serve them now (and that is not the one that may crash).
+        self._pool.submit((conn, streaming), self._pause_accepting)
+        return False
 
     def _serve_in_thread(self, item) -> None:
         """A pool thread owns the connection: this request, then any pipelined after it."""
         conn, streaming = item
         try:
-            self._serve(conn, streaming)
-            if self._after_request(conn):
+            if streaming is PUMP:
+                carry_on = self._continue_answer(conn)
+            else:
+                carry_on = self._serve(conn, streaming)
+            if carry_on and self._after_request(conn):
                 self._advance(conn, in_thread=True)
         except Exception:
             self._internal_error(conn)
@@ -403,119 +431,9 @@ class Worker(AcceptSide):
         conn.phase = IDLE
         conn.head = None
         conn.body = None
+        conn.end_body()
         conn.deadline = time.monotonic() + self.config.keepalive_timeout
         return True
-
-    def _serve(self, conn, streaming: bool) -> None:
-        """Run the app for the request whose head (and maybe body) the connection holds."""
-        request = conn.head
-        start = time.monotonic()
-        conn.requests += 1
-        environ = build_environ(request, conn.site, conn.peer, conn.body_stream(streaming))
-        if environ is None:
-            self._simple_answer(conn, 404, "no application is mounted at this path")
-            return
-        response = conn.site.protocol.response(request, conn.parser, conn.sink, self.alive)
-        ident = 0
-        if self._track_busy:  # for harakiri's report: which request each thread runs
-            ident = threading.get_ident()
-            uri = environ.get("REQUEST_URI") or environ["PATH_INFO"]
-            self.busy[ident] = (
-                start,
-                environ["REQUEST_METHOD"],
-                uri,
-                environ["forklift.request_id"],
-            )
-        elif self._note_current:
-            self.current_start = start
-            self.current_environ = environ
-        if self.slot is not None:
-            self.slot.request_started()
-        try:
-            run_app(self.app, environ, response)
-        except PeerGone as exc:
-            parser_error = conn.parser.error
-            if parser_error is not None and parser_error.status and not response.head_sent:
-                # Not a vanished client: its streamed body was malformed or too large.
-                self._reject(conn, parser_error)
-                return
-            error_log.debug("client %s went away: %s", conn.peer, exc)
-            self._close(conn)
-            return
-        except Exception as exc:
-            self._app_failed(conn, response, environ, exc)
-            return
-        finally:
-            self._account(ident, environ, response, start, conn)
-        if conn.sink.out and conn.fd >= 0:
-            self._await_flush(conn, response.keep_alive)
-        elif not response.keep_alive:
-            self._close(conn)
-
-    def _account(self, ident, environ: dict, response, start: float, conn) -> None:
-        """After every request, answered or not: metrics, the logs, the scoreboard,
-        max-requests."""
-        if ident:
-            self.busy.pop(ident, None)
-        else:
-            self.current_environ = None
-        if self.slot is not None:
-            self.slot.request_finished(response.status[:1] == "5")
-        duration = time.monotonic() - start
-        record = self._record
-        if record is not None:
-            record(
-                (
-                    environ["REQUEST_METHOD"],
-                    response.status,
-                    conn.site.metrics_key,
-                    duration,
-                    conn.body_size,
-                    response.sent,
-                )
-            )
-        if self.access_log is not None:
-            self.access_log.log(environ, response.status, response.sent, duration)
-        if self._log_notable:
-            log_notable(self.config, environ, response.status, duration)
-        self.requests_served += 1
-        if self.max_requests and self.requests_served >= self.max_requests:
-            self.retire(f"served {self.requests_served} requests (max-requests)")
-
-    def _await_flush(self, conn, keep_alive: bool) -> None:
-        """The answer is not all out yet: the loop sends the rest when the client reads,
-        serving others meanwhile; the connection continues (or closes) after that."""
-        conn.phase = FLUSH
-        conn.flush_keep_alive = keep_alive
-        conn.deadline = time.monotonic() + self.config.socket_timeout
-        try:
-            self._watch(conn, select.EPOLLOUT)
-        except OSError:
-            self._close(conn)
-
-    def _on_writable(self, conn) -> None:
-        try:
-            left = conn.sink.write_pending()
-        except PeerGone as exc:
-            error_log.debug("client %s went away: %s", conn.peer, exc)
-            self._close(conn)
-            return
-        if left is None:
-            return
-        conn.deadline = time.monotonic() + self.config.socket_timeout
-        if left:
-            return
-        if not conn.flush_keep_alive:
-            self._close(conn)
-            return
-        try:
-            self._poller.modify(conn.fd, self._conn_flags)
-        except OSError:
-            self._close(conn)
-            return
-        conn.phase = BUSY
-        if self._after_request(conn):
-            self._advance(conn, in_thread=False)
 
     def _warn_dropped(self, protocol, names) -> None:
         """Fields a peer sent that the parser refused to pass on: one warning per new name."""
@@ -523,33 +441,6 @@ class Worker(AcceptSide):
         if new:
             self._warned_dropped |= new
             error_log.warning(protocol.dropped_warning, ", ".join(sorted(new)))
-
-    def _app_failed(self, conn, response, environ, exc) -> None:
-        """The app raised (or broke PEP 3333): a 500 while nothing is sent yet, else only
-        a close can tell the client; a body the client botched is answered as its fault."""
-        parser_error = conn.parser.error
-        if response.head_sent:
-            log_app_error(environ, exc, head_sent=True, contract=False)
-            self._close(conn)
-            return
-        if parser_error is not None and parser_error.status:
-            # The body was malformed or too large while the app read it: the client's fault.
-            self._reject(conn, parser_error)
-            return
-        log_app_error(environ, exc, head_sent=False, contract=isinstance(exc, AppError))
-        response.status = "500 Internal Server Error"
-        self._simple_answer(conn, 500, "Internal Server Error")
-
-    def _simple_answer(self, conn, status: int, message: str) -> None:
-        """A short plain-text answer, then close (the connection state is unknown)."""
-        head_only = conn.parser.request_is_head  # RFC 9110 §9.3.2
-        try:
-            conn.sink.send_all(
-                conn.site.protocol.error_answer(status, message, head_only=head_only)
-            )
-        except PeerGone:
-            pass
-        self._linger(conn)
 
     def _reject(self, conn, exc: ProtocolError) -> None:
         """A protocol error: answer its status (if any) and close, never parse further."""
@@ -590,6 +481,15 @@ class Worker(AcceptSide):
         self._conns.pop(fd, None)
         if self._counts is not None and self.alive:  # a draining worker's count stays 0
             self._counts[self._slot_index] = len(self._conns)
+        conn.sink.discard()
+        conn.end_body()
+        answer = conn.answer
+        if answer is not None:  # abandoned mid-answer: the app's close() all the same
+            conn.answer = None
+            try:
+                self._account(answer)
+            except Exception:
+                error_log.exception("closing the answer to %s", conn.peer)
         # No epoll unregister: closing the only descriptor of a socket removes it from the
         # epoll set, and it saves a system call on every connection.
         try:
@@ -603,11 +503,17 @@ class Worker(AcceptSide):
             phase = conn.phase
             if phase == BUSY or now < conn.deadline:
                 continue
-            if phase == FLUSH and conn.sink.kernel_queue_shrank():
-                # The client reads, slowly: the kernel wakes us only when a third of its
-                # buffer is free, so progress is measured in its queue, not our sends.
-                conn.deadline = now + self.config.socket_timeout
-                continue
+            if phase == FLUSH:
+                if conn.sink.kernel_queue_shrank():
+                    # The client reads, slowly: the kernel wakes us only when a third of its
+                    # buffer is free, so progress is measured in its queue, not our sends.
+                    conn.deadline = now + self.config.socket_timeout
+                    continue
+                error_log.info(
+                    "client %s read nothing of its answer for %.0f s; closing",
+                    conn.peer or "unix peer",
+                    self.config.socket_timeout,
+                )
             conn.time_out()  # says so: a log line, a 408 for a slow head or body
             self._close(conn)
 

@@ -168,6 +168,16 @@ def build_environ(request, site, peer, body) -> dict | None:
     return environ
 
 
+def body_length_known(environ: dict, size: int) -> None:
+    """A chunked body the server read whole: give the app its length, as nginx does.
+
+    The chunked coding was the transport's (hop-by-hop); an app that still sees
+    `Transfer-Encoding: chunked` may try to de-chunk bytes that are not chunked any more
+    (dulwich's git server does)."""
+    environ["CONTENT_LENGTH"] = str(size)
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
 # --- wsgi.input ------------------------------------------------------------------------------
 class BodyReader(io.RawIOBase):
     """`wsgi.input` for a body that is still arriving: reads never block past the body.
@@ -346,13 +356,21 @@ def _check_headers(status, headers) -> str | None:
     return None
 
 
-def run_app(app, environ: dict, answer) -> None:
-    """Call the app for one request and send its response through `answer` (the protocol's
-    `framing.Response`: `send_head`, `send_body`, `sendfile`, `finish`, `head_sent`).
+HOLD_DEFAULT = 65536  # bytes of answer held per connection before the app is advanced again
+
+
+def run_app(app, environ: dict, sink, hold: int = HOLD_DEFAULT):
+    """Call the app for one request and hand its answer to `sink` (a `framing.Response`).
+
+    Returns None when the answer is all handed over (the result closed), or an `AppBody`
+    the caller advances when the socket takes more (`AppBody.advance`) and closes exactly
+    once (`AppBody.close`): an iterator still running, or a file still being sent.
+    A list body is handed over whole: its items are the app's own buffers, queued as they
+    are. Any other iterable is advanced only while the sink holds at most `hold` bytes.
 
     Errors before the head is sent become a 500 (traceback to the error log); after it, the
-    exception propagates so the worker closes the connection. PeerGone propagates too. The
-    result's close() is always called.
+    exception propagates so the worker closes the connection. PeerGone propagates too. On
+    any exception the result's close() has been called.
     """
     response = _Response()
 
@@ -361,15 +379,16 @@ def run_app(app, environ: dict, answer) -> None:
             raise AppError("write() called before start_response()")
         if type(data) is not bytes:
             raise AppError(f"write() needs bytes, got {type(data).__name__}")
-        if not answer.head_sent:
-            answer.send_head(response.status, response.headers, None)
+        if not sink.head_sent:
+            sink.send_head(response.status, response.headers, None)
         if data:
-            answer.send_body(data)
+            sink.send_body(data)
+            sink.wait_room(hold)  # PEP 3333: sent or held before write() returns; bounded
 
     def start_response(status, headers, exc_info=None):
         if exc_info is not None:
             try:
-                if answer.head_sent:
+                if sink.head_sent:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
@@ -387,39 +406,95 @@ def run_app(app, environ: dict, answer) -> None:
         return write
 
     result = app(environ, start_response)
+    body = None
     try:
         if response.invalid:
             raise AppError(response.invalid)
-        if type(result) is list and len(result) == 1 and not answer.head_sent:
-            # The common case: the whole body in one piece, its length known.
+        kind = type(result)
+        if kind is list and len(result) == 1 and not sink.head_sent:
+            # The common case: the whole body in one piece, its length known (a list has
+            # no close() to call).
             data = result[0]
             if type(data) is not bytes:
                 raise AppError(f"the app yielded {type(data).__name__}, not bytes")
             _require_status(response)
-            answer.send_head(response.status, response.headers, len(data))
+            sink.send_head(response.status, response.headers, len(data))
             if data:
-                answer.send_body(data)
-        elif (
-            type(result) is FileWrapper
-            and not answer.head_sent
-            and _try_sendfile(result, response, answer)
-        ):
-            pass
-        else:
-            for data in result:
+                sink.send_body(data)
+            sink.finish()
+            return None
+        body = AppBody(result, None, response, sink)
+        if kind is FileWrapper and not sink.head_sent and _try_sendfile(result, response, sink):
+            sink.finish()
+            return body  # closed once the file is out
+        body.iterator = iter(result)
+        # A list's items are in memory already: all of them are handed over at once.
+        body.advance(-1 if kind is list or kind is tuple else hold)
+    except BaseException:
+        if body is None:
+            body = AppBody(result, None, response, sink)
+        body.close()
+        raise
+    if body.iterator is None:
+        return None  # ended (and closed) already
+    return body
+
+
+class AppBody:
+    """An app's iterable being sent: advanced only while the sink has room, closed once.
+
+    Which thread advances and closes it is the worker's rule (see README, serving model):
+    the worker's own thread in inline mode; a request thread with --threads, and only when
+    the socket is writable.
+    """
+
+    __slots__ = ("result", "iterator", "state", "response", "closed")
+
+    def __init__(self, result, iterator, state: _Response, response):
+        self.result = result
+        self.iterator = iterator  # None once the iterable is exhausted
+        self.state = state
+        self.response = response
+        self.closed = False
+
+    def advance(self, hold: int, budget: int = 64) -> None:
+        """Hand chunks to the response while it holds at most `hold` bytes (-1: all of
+        them), at most `budget` chunks per call; at the end, finish the answer and close.
+        An exception from the app propagates, after close()."""
+        response = self.response
+        iterator = self.iterator
+        state = self.state
+        try:
+            while hold < 0 or (budget > 0 and response.held <= hold):
+                budget -= 1
+                try:
+                    data = next(iterator)
+                except StopIteration:
+                    if not response.head_sent:
+                        _require_status(state)
+                        response.send_head(state.status, state.headers, 0)
+                    response.finish()
+                    self.iterator = None
+                    self.close()
+                    return
                 if type(data) is not bytes:
                     raise AppError(f"the app yielded {type(data).__name__}, not bytes")
                 if data:
-                    if not answer.head_sent:
-                        _require_status(response)
-                        answer.send_head(response.status, response.headers, None)
-                    answer.send_body(data)
-            if not answer.head_sent:
-                _require_status(response)
-                answer.send_head(response.status, response.headers, 0)
-        answer.finish()
-    finally:
-        close = getattr(result, "close", None)
+                    if not response.head_sent:
+                        _require_status(state)
+                        response.send_head(state.status, state.headers, None)
+                    response.send_body(data)
+        except BaseException:
+            self.iterator = None
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Call the result's close() (PEP 3333), exactly once whatever happens."""
+        if self.closed:
+            return
+        self.closed = True
+        close = getattr(self.result, "close", None)
         if close is not None:
             close()
 
@@ -448,11 +523,13 @@ def _try_sendfile(result: FileWrapper, response: _Response, answer) -> bool:
 
 
 __all__ = [
+    "AppBody",
     "AppError",
     "BodyReader",
     "FileWrapper",
     "PeerGone",
     "base_environ",
+    "body_length_known",
     "build_environ",
     "check_app",
     "decode_path",

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 
 import pytest
 
@@ -36,7 +37,10 @@ class TestUploads:
             assert got["body_length"] == TEN_MB
             assert got["body_sha256"] == hashlib.sha256(body).hexdigest()
             assert got["wsgi"].get("wsgi.input_terminated") is True
-            assert "CONTENT_LENGTH" not in got["environ"]
+            # The loop read the body whole: the app is told its length, as behind nginx,
+            # and no longer sees the transport's chunked coding.
+            assert got["environ"]["CONTENT_LENGTH"] == str(TEN_MB)
+            assert "HTTP_TRANSFER_ENCODING" not in got["environ"]
             # the connection is still good for the next request
             wire.send(request("GET", "/after"))
             assert _json(wire.read_response())["path"] == "/after"
@@ -196,7 +200,7 @@ class TestUnreadBody:
         with server.connect() as wire:
             wire.send(post + request("GET", "/second"))
             first = wire.read_response()
-            expected = len(smuggled) if framing == "length" else "-"
+            expected = len(smuggled)  # chunked too: the loop read it whole, length known
             assert first.body == b"did not read %s" % str(expected).encode()
             second = wire.read_response()
             assert second.status == 200
@@ -205,10 +209,13 @@ class TestUnreadBody:
             else:
                 assert wire.nothing_within(0.2), "the unread body was answered as a request"
 
-    def test_large_unread_body_the_response_still_arrives(self, servers, threads):
-        # The body is larger than what the server buffers; it answers without reading it
+    @pytest.mark.parametrize("mode", ["spooled", "streamed"])
+    def test_large_unread_body_the_response_still_arrives(self, servers, threads, mode):
+        # Spooled (the default): the loop reads the whole body before the app runs, so the
+        # connection can carry on. Streamed: the server answers without reading the body
         # and must close the connection in a way that does not destroy the answer.
-        server = servers.get("noread:app", "--threads", str(threads))
+        extra = ["--stream-request-body"] if mode == "streamed" else []
+        server = servers.get("noread:app", "--threads", str(threads), *extra)
         body = b"u" * (2 * 1024 * 1024)
         with server.connect() as wire:
             sender_error = []
@@ -226,7 +233,7 @@ class TestUnreadBody:
             t.join(10)
             assert resp.status == 200
             assert resp.body == b"did not read %d" % len(body)
-            assert resp.closes
+            assert resp.closes == (mode == "streamed")
 
 
 class TestExpectContinue:
@@ -246,9 +253,23 @@ class TestExpectContinue:
             wire.send(request("GET", "/next"))
             assert _json(wire.read_response())["path"] == "/next"
 
-    def test_100_continue_waits_for_the_apps_first_read(self, servers, threads):
-        # The slow app sleeps 0.6 s before it reads: the 100 must not come before that.
+    def test_100_continue_comes_at_once_when_the_loop_reads_the_body(self, servers, threads):
+        # By default the loop reads the body before the app runs (as nginx would): the 100
+        # comes at once, though the app sleeps 0.6 s before it reads.
         server = servers.get("slow:app", "--threads", str(threads))
+        with server.connect() as wire:
+            wire.send(
+                request("POST", "/?s=0.6", [("Expect", "100-continue"), ("Content-Length", "5")])
+            )
+            started = time.monotonic()
+            assert wire.read_response().status == 100
+            assert time.monotonic() - started < 0.4
+            wire.send(b"hello")
+            assert _json(wire.read_response())["body_length"] == 5
+
+    def test_100_continue_waits_for_the_apps_first_read(self, servers, threads):
+        # Streamed bodies: the slow app sleeps 0.6 s before it reads: no 100 before that.
+        server = servers.get("slow:app", "--threads", str(threads), "--stream-request-body")
         with server.connect() as wire:
             wire.send(
                 request("POST", "/?s=0.6", [("Expect", "100-continue"), ("Content-Length", "5")])
@@ -260,7 +281,7 @@ class TestExpectContinue:
             assert _json(wire.read_response())["body_length"] == 5
 
     def test_app_that_does_not_read_gets_no_100_and_does_not_hang(self, servers, threads):
-        server = servers.get("noread:app", "--threads", str(threads))
+        server = servers.get("noread:app", "--threads", str(threads), "--stream-request-body")
         with server.connect() as wire:
             wire.send(
                 request("POST", "/", [("Expect", "100-continue"), ("Content-Length", "100000")])

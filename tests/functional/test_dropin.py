@@ -143,6 +143,7 @@ def test_missing_log_directory_is_created_and_the_daemon_serves(tmp_path):
         ("pidfile = /proc/forklift-test/app.pid", "pidfile = /proc/forklift-test/app.pid: cannot"),
         ("logto = {tmp}/afile/app.log", "logto = {tmp}/afile/app.log: cannot create"),
         ("chdir = {tmp}/nowhere", "chdir = {tmp}/nowhere: no such directory"),
+        ("body-temp-dir = {tmp}/nowhere", "body-temp-dir = {tmp}/nowhere: no such directory"),
         ("processes = two", "processes = two: expected worker processes (>= 1)"),
         ("socket = :http", "socket = :http: bad port"),
     ],

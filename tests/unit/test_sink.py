@@ -2,8 +2,8 @@
 
 What a worker relies on: bytes arrive whole and in order, whether sent at once, deferred for
 the loop, or sent from a file; a peer that stops reading or goes away becomes `PeerGone`
-within the timeout, never a hang; the deferred rest is handed to the loop (`out`,
-`write_pending`) and the slow reader's progress can be measured (`kernel_queue_shrank`).
+within the timeout, never a hang; the queued rest is handed to the loop (`queue`,
+`drain`) and the slow reader's progress can be measured (`kernel_queue_shrank`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import pytest
 
 from forklift.errors import PeerGone
-from forklift.sink import DEFER_LIMIT, Sink, recv_wait, send_all, wait
+from forklift.sink import Sink, recv_wait, send_all, wait
 
 BIG = bytes(range(256)) * 8192  # 2 MiB: more than any socket buffer here holds
 
@@ -45,44 +45,45 @@ def read_exactly(sock, n: int) -> bytes:
     return b"".join(parts)
 
 
-def test_a_small_answer_leaves_in_one_send_and_nothing_is_deferred(pair):
+def test_a_small_answer_leaves_in_one_send_and_nothing_is_queued(pair):
     server, client = pair
-    sink = Sink(server, timeout=1.0, defer=True)
+    sink = Sink(server, timeout=1.0)
     sink.send(b"HTTP/1.1 200 OK\r\n\r\nhello")
-    assert not sink.out
+    assert not sink.pending and sink.queued == 0
     assert read_exactly(client, 24) == b"HTTP/1.1 200 OK\r\n\r\nhello"
 
 
-def test_what_the_kernel_will_not_take_is_deferred_for_the_loop_without_waiting(pair):
+def test_what_the_kernel_will_not_take_is_queued_for_the_loop_without_waiting(pair):
     server, client = pair
-    sink = Sink(server, timeout=0.2, defer=True)
+    sink = Sink(server, timeout=0.2)
     started = time.monotonic()
     sink.send(BIG)  # nobody reads: a blocking send would wait out the timeout and fail
     assert time.monotonic() - started < 0.2
-    assert 0 < len(sink.out) < len(BIG)
-    # The loop flushes as the client reads; every byte arrives, in order.
+    assert 0 < sink.queued < len(BIG)
+    # What is held is a view of the caller's buffer, not a copy of it.
+    assert sink.queue[0].obj is BIG
+    # The loop drains as the client reads; every byte arrives, in order.
     received = bytearray()
     for _ in range(10_000):
         received += client.recv(1 << 16)
-        left = sink.write_pending()
-        if left == 0:
+        sink.drain()
+        if not sink.pending:
             break
     received += read_exactly(client, len(BIG) - len(received))
-    assert bytes(received) == BIG
+    assert bytes(received) == BIG and sink.queued == 0
 
 
-def test_bytes_sent_after_a_deferred_rest_keep_their_order(pair):
+def test_bytes_sent_after_a_queued_rest_keep_their_order(pair):
     server, client = pair
-    sink = Sink(server, timeout=2.0, defer=True)
+    sink = Sink(server, timeout=2.0)
     sink.send(BIG)
-    assert sink.out
-    sink.send(b"<after>")  # joins the deferred rest, behind it
-    sink.defer = False  # a thread's sink: what follows must be sent now, after the rest
+    assert sink.pending
+    sink.send(b"<after>")  # joins the queue, behind the rest
     tail = b"<then sent directly>"
     done = []
 
     def send_tail():
-        sink.send(tail)
+        sink.send_all(tail)  # waits: everything queued first, then the tail
         done.append(True)
 
     sender = threading.Thread(target=send_tail)
@@ -90,19 +91,31 @@ def test_bytes_sent_after_a_deferred_rest_keep_their_order(pair):
     data = read_exactly(client, len(BIG) + 7 + len(tail))
     sender.join(5)
     assert done and data == BIG + b"<after>" + tail
-    assert not sink.out
+    assert not sink.pending
 
 
-def test_a_thread_sink_waits_until_everything_is_sent(pair):
+def test_wait_room_returns_once_at_most_the_limit_is_held(pair):
     server, client = pair
-    sink = Sink(server, timeout=5.0, defer=False)
-    reader = threading.Thread(target=lambda: results.append(read_exactly(client, len(BIG))))
-    results = []
-    reader.start()
+    sink = Sink(server, timeout=5.0)
     sink.send(BIG)
+    results = []
+    reader = threading.Thread(target=lambda: results.append(read_exactly(client, len(BIG))))
+    reader.start()
+    sink.wait_room(65536)
+    assert sink.queued <= 65536
+    sink.flush()
     reader.join(5)
     assert results == [BIG]
-    assert not sink.out
+
+
+def test_wait_room_gives_up_on_a_peer_that_reads_nothing(pair):
+    server, _client = pair
+    sink = Sink(server, timeout=0.2)
+    sink.send(BIG)
+    started = time.monotonic()
+    with pytest.raises(PeerGone, match="send timed out"):
+        sink.wait_room(0)
+    assert time.monotonic() - started < 2.0
 
 
 def test_a_peer_that_never_reads_is_gone_after_the_timeout(pair):
@@ -118,16 +131,6 @@ def test_a_closed_peer_is_peer_gone_not_an_oserror_from_the_kernel(pair):
     client.close()
     with pytest.raises(PeerGone, match="send failed"):
         Sink(server, timeout=0.5).send_all(b"x" * 100_000)
-
-
-def test_deferring_stops_at_the_limit_and_the_rest_waits_for_the_client(pair):
-    server, client = pair
-    sink = Sink(server, timeout=0.2, defer=True)
-    # Past DEFER_LIMIT an inline worker would hold too much of one answer: it waits instead,
-    # and a client that reads nothing is then gone after the timeout.
-    with pytest.raises(PeerGone):
-        sink.send(b"x" * (DEFER_LIMIT + (1 << 20)))
-    assert len(sink.out) == 0
 
 
 def test_recv_returns_what_came_and_empty_bytes_at_the_peers_close(pair):
@@ -152,9 +155,9 @@ def test_wait_names_what_timed_out(pair):
         wait(server.fileno(), 1, 0.05, "reading the head")  # POLLIN on a silent peer
 
 
-def test_sendfile_sends_the_span_after_what_was_deferred(pair):
+def test_a_queued_file_goes_out_after_what_was_queued_before_it(pair):
     server, client = pair
-    sink = Sink(server, timeout=5.0, defer=True)
+    sink = Sink(server, timeout=5.0)
     sink.send(b"HEAD")
     with tempfile.TemporaryFile() as f:
         f.write(b"0123456789" * 50_000)
@@ -162,19 +165,24 @@ def test_sendfile_sends_the_span_after_what_was_deferred(pair):
         got = []
         reader = threading.Thread(target=lambda: got.append(read_exactly(client, 4 + 400_000)))
         reader.start()
-        sent = sink.sendfile(f.fileno(), 100_000, 400_000)
+        sink.queue_file(f.fileno(), 100_000, 400_000)
+        sink.send(b"TAIL")
+        assert sink.pending  # nothing waits in send(): the file is the loop's to send
+        sink.flush()
         reader.join(5)
-    assert sent == 400_000
+        assert read_exactly(client, 4) == b"TAIL"
     assert got == [b"HEAD" + (b"0123456789" * 50_000)[100_000:500_000]]
 
 
-def test_sendfile_of_a_file_that_shrank_reports_the_bytes_it_could_send(pair):
+def test_a_file_that_shrank_ends_the_connection(pair):
     server, client = pair
     sink = Sink(server, timeout=1.0)
     fd, path = tempfile.mkstemp()
     try:
         os.write(fd, b"short")
-        assert sink.sendfile(fd, 0, 1000) == 5
+        sink.queue_file(fd, 0, 1000)
+        with pytest.raises(PeerGone, match="file ended"):
+            sink.flush()
         assert read_exactly(client, 5) == b"short"
     finally:
         os.close(fd)
@@ -193,9 +201,9 @@ def test_a_slow_readers_progress_shows_in_the_kernel_queue():
     with server, client:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
         server.setblocking(False)
-        sink = Sink(server, timeout=1.0, defer=True)
+        sink = Sink(server, timeout=1.0)
         sink.send(BIG)
-        assert sink.out  # the kernel's queue is full
+        assert sink.pending  # the kernel's queue is full
         assert sink.kernel_queue_shrank()  # first look: a queue is there
         assert not sink.kernel_queue_shrank()  # nobody read since
         read_exactly(client, 8192)
