@@ -22,6 +22,7 @@ from __future__ import annotations
 import select
 import threading
 import time
+from io import BytesIO
 
 from .connection import BUSY, FLUSH
 from .errors import PeerGone, ProtocolError
@@ -44,11 +45,14 @@ class Answering:
         request = conn.head
         start = time.monotonic()
         conn.requests += 1
-        try:
-            body = conn.body_stream(streaming)
-        except SpoolFull as exc:
-            self._spool_failed(conn, exc)
-            return False
+        if conn.spool is None and not streaming and not conn.body:
+            body = BytesIO()  # no body: the common case, without a call
+        else:
+            try:
+                body = conn.body_stream(streaming)
+            except SpoolFull as exc:
+                self._spool_failed(conn, exc)
+                return False
         environ = build_environ(request, conn.site, conn.peer, body)
         if environ is None:
             self._simple_answer(conn, 404, "no application is mounted at this path")
@@ -71,11 +75,10 @@ class Answering:
             self.current_environ = environ
         if self.slot is not None:
             self.slot.request_started()
-        answer = Answer(response, environ, start, ident, conn.site.metrics_key, conn.body_size)
         try:
-            answer.body = run_app(self.app, environ, response, self.hold)
+            app_body = run_app(self.app, environ, response, self.hold)
         except PeerGone as exc:
-            self._account(answer)
+            self._log_request(environ, response, start, ident, conn)
             parser_error = conn.parser.error
             if parser_error is not None and parser_error.status and not response.head_sent:
                 # Not a vanished client: its streamed body was malformed or too large.
@@ -86,12 +89,21 @@ class Answering:
             return False
         except Exception as exc:
             self._app_failed(conn, response, environ, exc)
-            self._account(answer)
+            self._log_request(environ, response, start, ident, conn)
+            return False
+        if app_body is None and not conn.sink.queue:
+            # The common case: the whole answer went out during the app's call.
+            self._log_request(environ, response, start, ident, conn)
+            if response.keep_alive:
+                return True
+            self._close(conn)
             return False
         if ident:  # the app's call is over; the loop sends the rest
             self.busy.pop(ident, None)
         else:
             self.current_environ = None
+        answer = Answer(response, environ, start, ident, conn.site.metrics_key, conn.body_size)
+        answer.body = app_body
         conn.answer = answer
         return self._continue_answer(conn)
 
@@ -130,27 +142,39 @@ class Answering:
         try:
             answer.close()
         finally:
-            self._log_request(answer)
+            self._log_request(
+                answer.environ,
+                answer.response,
+                answer.start,
+                answer.ident,
+                None,
+                answer.metrics_key,
+                answer.request_bytes,
+            )
 
-    def _log_request(self, answer) -> None:
-        """Metrics, the logs, the scoreboard, max-requests: once per request."""
-        environ, response = answer.environ, answer.response
-        if answer.ident:
-            self.busy.pop(answer.ident, None)
+    def _log_request(
+        self, environ, response, start, ident, conn, metrics_key=None, request_bytes=0
+    ) -> None:
+        """Metrics, the logs, the scoreboard, max-requests: once per request. The listener's
+        metrics key and the request's body size come from `conn` when it is given."""
+        if ident:
+            self.busy.pop(ident, None)
         else:
             self.current_environ = None
         if self.slot is not None:
             self.slot.request_finished(response.status[:1] == "5")
-        duration = time.monotonic() - answer.start
+        duration = time.monotonic() - start
         record = self._record
         if record is not None:
+            if conn is not None:
+                metrics_key, request_bytes = conn.site.metrics_key, conn.body_size
             record(
                 (
                     environ["REQUEST_METHOD"],
                     response.status,
-                    answer.metrics_key,
+                    metrics_key,
                     duration,
-                    answer.request_bytes,
+                    request_bytes,
                     response.sent,
                 )
             )

@@ -40,12 +40,23 @@ def peer_in(host: str, networks) -> bool:
 # A request id from a trusted proxy is kept when it looks like one (nginx's $request_id is
 # 32 hex digits; UUIDs and the like fit too); anything else is replaced by our own.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
-# Our ids: a random prefix per process and a counter, unique without a syscall per request.
-_ids: list = [os.urandom(6).hex(), itertools.count(1)]
+
+
+def _id_source():
+    """Our ids: a random prefix per process and a counter, unique without a system call per
+    request. Built from C parts (count, map, str, str.__add__): a new id costs no Python
+    frame and no formatting, which matters at one per request (a Python-level "%s%08x"
+    cost 3% of a hello request)."""
+    # 12 hex digits, then a decimal counter from 10**8: 21 characters for the first 900
+    # million requests of a process, unique after that too (the prefix has a fixed length).
+    return map(os.urandom(6).hex().__add__, map(str, itertools.count(10**8))).__next__
+
+
+next_request_id: list = [_id_source()]  # next_request_id[0]() -> a new id
 
 
 def _new_process() -> None:
-    _ids[:] = [os.urandom(6).hex(), itertools.count(1)]  # a forked worker: its own prefix
+    next_request_id[0] = _id_source()  # a forked worker: its own prefix
 
 
 os.register_at_fork(after_in_child=_new_process)
@@ -61,7 +72,7 @@ def assign_request_id(environ: dict, peer, allow_ips, from_proxy: bool) -> str:
         or not (from_proxy or peer is None or peer_in(peer[0], allow_ips))
         or _REQUEST_ID.fullmatch(given) is None
     ):
-        given = "%s%08x" % (_ids[0], next(_ids[1]))
+        given = next_request_id[0]()
         environ["HTTP_X_REQUEST_ID"] = given
     environ["forklift.request_id"] = given
     return given

@@ -296,13 +296,15 @@ class Worker(AcceptSide, Answering):
                 self._reject(conn, exc)
                 return
             if event is NEED_DATA:
-                now = time.monotonic()
-                if conn.phase == IDLE and not parser.at_message_boundary:
-                    conn.phase = HEAD
-                    conn.deadline = now + config.head_timeout
-                elif conn.phase == BODY:
-                    conn.deadline = now + config.socket_timeout
-                self._hand_back(conn, in_thread)
+                phase = conn.phase
+                if phase == IDLE:
+                    if not parser.at_message_boundary:
+                        conn.phase = HEAD
+                        conn.deadline = time.monotonic() + config.head_timeout
+                elif phase == BODY:
+                    conn.deadline = time.monotonic() + config.socket_timeout
+                if in_thread or not self.inline:  # else the loop watches it already
+                    self._hand_back(conn, in_thread)
                 return
             kind = type(event)
             if kind is Data:
@@ -431,7 +433,8 @@ class Worker(AcceptSide, Answering):
         conn.phase = IDLE
         conn.head = None
         conn.body = None
-        conn.end_body()
+        if conn.spool is not None:
+            conn.end_body()
         conn.deadline = time.monotonic() + self.config.keepalive_timeout
         return True
 

@@ -18,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from .abnf import field_value_forbidden_text, split_target, status_text, token_text
 from .errors import PeerGone
-from .proxy import apply_forwarded, assign_request_id
+from .proxy import apply_forwarded, assign_request_id, next_request_id
 
 # What an app may send: header names are tokens; values hold no CTL but HTAB, latin-1 only.
 _header_name_ok = token_text.fullmatch
@@ -153,9 +153,13 @@ def build_environ(request, site, peer, body) -> dict | None:
         environ["PATH_INFO"] = split[1]
     else:
         path, query, authority = split_target(request.target)
-        split = mount_split(decode_path(path), script_name)
-        if split is None:
-            return None
+        path = path.decode("latin-1") if b"%" not in path else decode_path(path)
+        if script_name:
+            split = mount_split(path, script_name)
+            if split is None:
+                return None
+        else:
+            split = ("", path)
         environ = http_environ(site.environ, request, split[1], query, authority, peer)
         # A proxy's word about the client, believed only from a trusted proxy. (uwsgi vars
         # are a proxy's word already: the listener admits trusted peers only.)
@@ -164,7 +168,10 @@ def build_environ(request, site, peer, body) -> dict | None:
     if split[0]:
         environ["SCRIPT_NAME"] = split[0]
     environ["wsgi.input"] = body
-    assign_request_id(environ, peer, site.forwarded_allow_ips, request.vars is not None)
+    if "HTTP_X_REQUEST_ID" in environ:
+        assign_request_id(environ, peer, site.forwarded_allow_ips, request.vars is not None)
+    else:  # the common case, without a call: a new id
+        environ["HTTP_X_REQUEST_ID"] = environ["forklift.request_id"] = next_request_id[0]()
     return environ
 
 
