@@ -1564,7 +1564,11 @@ def main(argv=None) -> int:
     if a.quick:
         a.rounds, a.duration, a.warmup = 1, 2.0, 0.5
     if a.before:
-        BEFORE_SRC.append(os.path.abspath(a.before))
+        # Only the older forklift package: the apps (gameprogress and its database schema)
+        # stay this checkout's, so the row compares servers, not apps.
+        only = Path(tempfile.mkdtemp(prefix="forklift-before-"))
+        (only / "forklift").symlink_to(Path(os.path.abspath(a.before)) / "forklift")
+        BEFORE_SRC.append(str(only))
     default = [n for n in SERVER_BY_NAME if a.before or n != "forklift-before"]
     a.servers = [s for s in a.servers.split(",") if s] if a.servers else default
     if "forklift-before" in a.servers and not a.before:
