@@ -114,7 +114,7 @@ class AcceptSide:
                     continue
                 # TCP_NODELAY comes from the listener (sockets.py): Linux copies it on accept.
             sock.setblocking(False)
-            sink = Sink(sock, self.config.socket_timeout)
+            sink = Sink(sock, self.config.socket_timeout, fd)
             conn = Connection(sock, fd, peer, site, sink, deadline)
             self._conns[conn.fd] = conn
             if counts is not None:

@@ -93,8 +93,13 @@ class Sink:
     # Files work on every sink: over TLS `drain` sends the file's blocks through the socket.
     can_sendfile = True
 
-    def __init__(self, sock, timeout: float):
-        self.use(sock)
+    def __init__(self, sock, timeout: float, fd: int = -1):
+        if fd < 0:
+            self.use(sock)
+        else:  # a plain socket just accepted (its fd known): what `use` decides, no lookups
+            self.sock = sock
+            self.fd = fd
+            self.kernel_sendfile = True
         self.timeout = timeout
         self.queue = collections.deque()
         self.queued = 0

@@ -484,8 +484,10 @@ class Worker(AcceptSide, Answering):
         self._conns.pop(fd, None)
         if self._counts is not None and self.alive:  # a draining worker's count stays 0
             self._counts[self._slot_index] = len(self._conns)
-        conn.sink.discard()
-        conn.end_body()
+        if conn.sink.queue:
+            conn.sink.discard()  # views of the app's buffers, file spans
+        if conn.spool is not None:
+            conn.end_body()
         answer = conn.answer
         if answer is not None:  # abandoned mid-answer: the app's close() all the same
             conn.answer = None
