@@ -148,6 +148,12 @@ class _DateCache:
 date_cache = _DateCache()
 
 
+def error_answer(status: int, message: str = "", *, head_only: bool = False) -> bytes:
+    """`ProtocolAdapter.error_answer` for both protocols: behind nginx a uwsgi listener's error
+    goes out as the same HTTP answer (nginx passes it to the client), with a Date line."""
+    return error_response(status, reason(status), message, date_cache.get(), head_only=head_only)
+
+
 def discard_buffered_body(parser) -> None:
     """Consume request body bytes the parser already holds, without waiting for more."""
     try:

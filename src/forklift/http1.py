@@ -28,6 +28,7 @@ from .framing import (
     app_fields,
     body_framing,
     date_cache,
+    error_answer,
     error_response,
     reason,
 )
@@ -678,10 +679,7 @@ class HTTP:
     def response(self, request, parser, sink, keep_alive: bool) -> HttpResponse:
         return HttpResponse(request, parser, sink, keep_alive)
 
-    def error_answer(self, status: int, message: str = "", *, head_only: bool = False) -> bytes:
-        return error_response(
-            status, reason(status), message, date_cache.get(), head_only=head_only
-        )
+    error_answer = staticmethod(error_answer)
 
     def timeout_answer(self, *, head_only: bool = False) -> bytes:
         return error_response(408, reason(408), extra=date_cache.get(), head_only=head_only)

@@ -45,9 +45,7 @@ from .framing import (
     ResponseFrame,
     app_fields,
     body_framing,
-    date_cache,
-    error_response,
-    reason,
+    error_answer,
 )
 
 # --- Grammar, compiled once ------------------------------------------------------------------
@@ -362,11 +360,7 @@ class UWSGI:
     def response(self, request, parser, sink, keep_alive: bool) -> UwsgiResponse:
         return UwsgiResponse(request, parser, sink, False)
 
-    def error_answer(self, status: int, message: str = "", *, head_only: bool = False) -> bytes:
-        # nginx reads it as an HTTP answer and passes it to the client.
-        return error_response(
-            status, reason(status), message, date_cache.get(), head_only=head_only
-        )
+    error_answer = staticmethod(error_answer)  # nginx passes it on as an HTTP answer
 
     def timeout_answer(self, *, head_only: bool = False) -> None:
         return None  # nginx has its own uwsgi_read_timeout; a close is all it needs
