@@ -34,14 +34,13 @@ from multihost_support import (
     NGINX_PORT,
     STATUS,
     Cluster,
-    NetnsUnavailable,
     describe,
     http_in,
     summarise,
 )
 from test_deploy import git
 
-pytestmark = pytest.mark.requires("sshd", "ssh", "nginx", "postgresql", "ip", "git")
+pytestmark = pytest.mark.requires("sshd", "ssh", "nginx", "postgresql", "ip", "netns", "git")
 
 HEALTH = "/release-check"
 LOAD = {
@@ -152,10 +151,7 @@ class Hosts:
 def hosts():
     cluster = Cluster()
     try:
-        try:
-            cluster.start_network()
-        except NetnsUnavailable as exc:
-            pytest.skip(f"network namespaces unavailable: {exc}")
+        cluster.start_network()
         keys = cluster.start_sshd()
         h = Hosts(cluster, keys, make_origin(cluster.root))
         # The first deploy, with no server running yet: both switched, not serving (exit 3).

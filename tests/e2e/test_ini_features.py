@@ -571,8 +571,6 @@ def application(environ, start_response):
 @pytest.fixture
 def dropped(workdir):
     """forklift started as root with `uid = nobody`, `gid = nogroup` and a pidfile."""
-    if os.geteuid() != 0:
-        pytest.skip("uid/gid drop needs root (CI runs as root); this run is not root")
     (workdir / "ids.py").write_text(IDS_APP)
     write_ini(
         workdir,
@@ -593,6 +591,7 @@ gid = nogroup
         server.stop()
 
 
+@pytest.mark.requires("root")
 def test_uid_gid_drop_as_root(dropped):
     server, workdir = dropped
     nobody = pwd.getpwnam("nobody").pw_uid
@@ -610,6 +609,7 @@ def test_uid_gid_drop_as_root(dropped):
     assert (workdir / "forklift.pid").read_text().strip() == str(server.pid)
 
 
+@pytest.mark.requires("root")
 def test_control_socket_after_uid_drop(dropped):
     """Regression (fixed): the control socket PIDFILE.sock is bound after the drop, so in a
     directory only root may write (/run; here the 0755 temp dir) it is never created and

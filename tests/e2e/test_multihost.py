@@ -36,13 +36,14 @@ from multihost_support import (
     T0,
     T1,
     Cluster,
-    NetnsUnavailable,
     Row,
     describe,
     file_size,
     format_matrix,
     summarise,
 )
+
+pytestmark = pytest.mark.requires("ip", "netns", "nginx", "postgresql")
 
 LOAD = {
     "host": ADDRESSES["nx"],
@@ -64,10 +65,7 @@ ROWS: list[Row] = []
 def cluster():
     c = Cluster()
     try:
-        try:
-            c.start()
-        except NetnsUnavailable as exc:
-            pytest.skip(f"network namespaces unavailable: {exc}")
+        c.start()
         yield c
     finally:
         problems = c.destroy()

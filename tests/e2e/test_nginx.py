@@ -32,7 +32,6 @@ from pathlib import Path
 import pytest
 from nginx_support import (
     FORKLIFT,
-    NGINX,
     SEED_APP,
     UWSGI_PARAMS_FILE,
     Forklift,
@@ -49,7 +48,7 @@ from nginx_support import (
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt nginx)")
+pytestmark = pytest.mark.requires("nginx")
 
 MODES = ("uwsgi", "http")
 

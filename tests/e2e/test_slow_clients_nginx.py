@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
-from nginx_support import NGINX, Forklift, make_dir, nginx_conf, start_nginx, wait_until
+from nginx_support import Forklift, make_dir, nginx_conf, start_nginx, wait_until
 
 APPS = Path(__file__).resolve().parent.parent / "functional" / "apps"
 sys.path.insert(0, str(APPS))
 from slowclients import CHUNKS, LIST_BODY, stream_chunk  # noqa: E402
 
-pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt nginx)")
+pytestmark = pytest.mark.requires("nginx")
 SLOW = 64
 
 

@@ -12,8 +12,6 @@ import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
-import pytest
-
 OPENSSL = shutil.which("openssl")
 
 _SERVER_EXTENSIONS = """\
@@ -80,8 +78,8 @@ _shared: list = []
 
 def shared_pki(tmp_path_factory) -> Pki:
     """One CA and server certificate per test session (each module's `pki` fixture calls it)."""
-    if OPENSSL is None:
-        pytest.skip("the openssl CLI is not installed (Debian package openssl)")
+    # Tests that use it are marked @pytest.mark.requires("openssl"): skipped before we get here.
+    assert OPENSSL is not None, 'mark the test @pytest.mark.requires("openssl")'
     if not _shared:
         _shared.append(make_pki(Path(tmp_path_factory.mktemp("pki"))))
     return _shared[0]

@@ -181,18 +181,7 @@ def test_unix_socket_environ(servers, threads):
     assert env["SERVER_NAME"] and env["SERVER_PORT"]
 
 
-def _has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="::1 cannot be bound on this machine")
+@pytest.mark.requires("ipv6-loopback")
 def test_ipv6_listener(servers, threads):
     server = servers.get("echo:app", "--threads", str(threads), listen=("[::1]:0",))
     assert server.addresses[0][0] == socket.AF_INET6

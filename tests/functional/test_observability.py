@@ -223,7 +223,7 @@ def _as_nobody(action) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid")
+@pytest.mark.requires("root")  # to run a client as another uid
 def test_the_control_socket_is_never_connectable_by_another_uid(tmp_path):
     srv = Forklift(
         tmp_path, MASTER_APP, "--disable-logging", chdir=MASTER_APPS, pidfile=True

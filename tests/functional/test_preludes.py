@@ -166,7 +166,13 @@ def test_a_plaintext_client_on_a_tls_listener_fails_the_handshake(pki):
             run(Prelude(server, proxy=False, tls_context=ctx))
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["proxy", "tls"])
+@pytest.mark.parametrize(
+    "tls",
+    [
+        pytest.param(False, id="proxy"),
+        pytest.param(True, id="tls", marks=pytest.mark.requires("openssl")),
+    ],
+)
 def test_a_peer_that_closes_without_a_byte_is_a_silent_peer(tls, tmp_path_factory):
     """A load balancer's TCP check connects and closes: no warning each time."""
     ctx = None

@@ -7,7 +7,6 @@ pairs, so `keepalive 32;` in a comment would not count as keep-alive.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 
@@ -302,7 +301,7 @@ def nginx_check(tmp_path, text: str) -> subprocess.CompletedProcess:
     )
 
 
-needs_nginx = pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx is not installed")
+needs_nginx = pytest.mark.requires("nginx")
 
 
 @needs_nginx

@@ -28,17 +28,6 @@ def short_dir():
     os.rmdir(directory)
 
 
-def _ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 def _connect(address, family) -> bytes:
     """A connected client: the kernel queues it until the listener accepts."""
     client = socket.socket(family, socket.SOCK_STREAM)
@@ -70,7 +59,7 @@ def test_localhost_means_the_ipv4_loopback():
         sockets.close_all([listener])
 
 
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+@pytest.mark.requires("ipv6-loopback")
 def test_ipv6_listener_is_v6_only_so_v4_can_be_bound_beside_it():
     v6 = sockets.bind(parse_address("[::1]:0", "http"))
     try:

@@ -67,9 +67,6 @@ def test_a_changed_local_wheel_or_package_directory_is_a_new_venv(tmp_path):
     assert c != d
 
 
-@pytest.mark.skipif(
-    sys.version_info < (3, 11), reason="tomllib is in the standard library from 3.11"
-)
 def test_pyproject_version_bump_keeps_the_venv_a_dependency_change_does_not(tmp_path):
     def pyproject(version: str, deps: str) -> dict:
         return {
