@@ -17,33 +17,14 @@ from pathlib import Path
 import pytest
 from nginx_support import Forklift, make_dir, nginx_conf, start_nginx, wait_until
 
+from support.wire import resume_reading, stalled_client
+
 APPS = Path(__file__).resolve().parent.parent / "functional" / "apps"
 sys.path.insert(0, str(APPS))
 from slowclients import CHUNKS, LIST_BODY, stream_chunk  # noqa: E402
 
 pytestmark = pytest.mark.requires("nginx")
 SLOW = 64
-
-
-def stalled(port: int, data: bytes) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the handshake
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(data)
-    return sock
-
-
-def read_to_eof(sock: socket.socket) -> bytes:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    parts = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        data = sock.recv(1 << 20)
-        if not data:
-            break
-        parts.append(data)
-    return b"".join(parts)
 
 
 def get(path: str) -> bytes:
@@ -56,7 +37,7 @@ def assert_others_served_at_once(port: int) -> None:
         started = time.monotonic()
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(get("/hello"))
-            assert read_to_eof(sock).endswith(b"\r\n\r\nhello")
+            assert resume_reading(sock).endswith(b"\r\n\r\nhello")
         times.append(time.monotonic() - started)
     assert max(times) < 0.5, times
 
@@ -112,17 +93,17 @@ def front():
 def test_slow_readers_behind_nginx_hold_no_worker(front):
     nginx, directory, upstream_pid = front
     run = time.monotonic_ns()
-    lists = [stalled(nginx.port, get("/list")) for _ in range(SLOW)]
-    streams = [stalled(nginx.port, get(f"/stream?tag={run}-{i}")) for i in range(SLOW)]
+    lists = [stalled_client(nginx.port, get("/list")) for _ in range(SLOW)]
+    streams = [stalled_client(nginx.port, get(f"/stream?tag={run}-{i}")) for i in range(SLOW)]
     try:
         for sock in lists + streams:
             assert sock.recv(1, socket.MSG_PEEK)
         wait_until(lambda: settled(upstream_pid), 20, what="the first fill of the buffers")
         assert_others_served_at_once(nginx.port)
-        raw = read_to_eof(lists[0])
+        raw = resume_reading(lists[0])
         assert raw.partition(b"\r\n\r\n")[2] == LIST_BODY
         expected = b"".join(stream_chunk(i) for i in range(CHUNKS))
-        assert read_to_eof(streams[0]).partition(b"\r\n\r\n")[2] == expected
+        assert resume_reading(streams[0]).partition(b"\r\n\r\n")[2] == expected
     finally:
         for sock in lists + streams:
             sock.close()
@@ -137,7 +118,7 @@ def test_slow_senders_behind_nginx_hold_no_worker(front):
     nginx, _, _ = front
     size = 1_000_000
     head = f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode()
-    senders = [stalled(nginx.port, head + b"s" * 200_000) for _ in range(SLOW)]
+    senders = [stalled_client(nginx.port, head + b"s" * 200_000) for _ in range(SLOW)]
     try:
         for sock in senders:
             sock.send(b"s")

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from support import wait_until
+from support.wire import resume_reading, stalled_client
 
 from .apps.slowclients import CHUNKS, LIST_BODY, stream_chunk
 
@@ -28,28 +29,11 @@ SLOW = 64
 
 def slow_get(port: int, path: str) -> socket.socket:
     """Ask for `path` (HTTP/1.0: the answer ends with the connection) and read nothing."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the handshake
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-    return sock
+    return stalled_client(port, f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
 
 
 def answer_started(sock: socket.socket) -> bool:
     return bool(sock.recv(1, socket.MSG_PEEK))
-
-
-def read_to_eof(sock: socket.socket) -> bytes:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    parts = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        data = sock.recv(1 << 20)
-        if not data:
-            break
-        parts.append(data)
-    return b"".join(parts)
 
 
 def body_of(raw: bytes) -> bytes:
@@ -92,7 +76,7 @@ def timed_hello(port: int) -> float:
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"GET /hello HTTP/1.0\r\nHost: x\r\n\r\n")
-        assert read_to_eof(sock).endswith(b"\r\n\r\nhello")
+        assert resume_reading(sock).endswith(b"\r\n\r\nhello")
     return time.monotonic() - started
 
 
@@ -130,10 +114,10 @@ def test_slow_readers_of_big_answers_hold_no_worker(two_workers):
             assert grown < 100 << 20, f"worker {pid} grew by {grown >> 20} MiB"
         # Two of each resume reading: their answers are whole and exact.
         for sock in lists[:2]:
-            assert body_of(read_to_eof(sock)) == LIST_BODY
+            assert body_of(resume_reading(sock)) == LIST_BODY
         expected = b"".join(stream_chunk(i) for i in range(CHUNKS))
         for sock in streams[:2]:
-            assert body_of(read_to_eof(sock)) == expected
+            assert body_of(resume_reading(sock)) == expected
     finally:
         for sock in lists + streams:
             sock.close()
@@ -154,7 +138,7 @@ def test_a_reader_that_stalls_past_the_socket_timeout_is_closed_once(servers):
         assert wait_until(lambda: f"close {tag}" in closes(server), 5)
         assert closes(server).count(f"close {tag}") == 1
         assert line.count("read nothing of its answer") == 1
-        assert len(read_to_eof(sock)) < CHUNKS * (1 << 20)  # cut short, not sent whole
+        assert len(resume_reading(sock)) < CHUNKS * (1 << 20)  # cut short, not sent whole
     assert_others_served_at_once(server.port)
 
 

@@ -242,3 +242,30 @@ def chunked(body: bytes, size: int = 65536) -> bytes:
         for i in range(0, len(body), size)
     ]
     return b"".join(out) + b"0\r\n\r\n"
+
+
+def stalled_client(port: int, data: bytes, timeout: float = 10.0) -> socket.socket:
+    """A client with a 4 KiB receive buffer (set before the handshake, so the window stays
+    small) that sends `data` and then reads nothing: the server's writes stall at once."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(data)
+    return sock
+
+
+def resume_reading(sock: socket.socket, timeout: float = 30.0) -> bytes:
+    """A stalled client reads again, with a large buffer, until the server closes (or
+    `timeout`: what arrived by then is returned, and the caller's comparison fails)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    parts = []
+    deadline = time.monotonic() + timeout
+    for _ in range(_MAX_READS):
+        if time.monotonic() >= deadline:
+            break
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        parts.append(data)
+    return b"".join(parts)
