@@ -207,8 +207,9 @@ def test_counts_are_exact_across_recycles_kills_harakiri_and_reloads(server):
 
 
 # --- the control socket ---------------------------------------------------------------------------
-def _as_nobody(action) -> int:
-    """Run `action()` in a forked child with uid/gid nobody; its return value is the exit code."""
+def _fork_as_nobody(action) -> int:
+    """Run `action()` in a forked child with uid/gid nobody (its return value is the child's
+    exit code); returns the child's pid at once."""
     pid = os.fork()
     if pid == 0:
         code = 99
@@ -219,7 +220,12 @@ def _as_nobody(action) -> int:
             code = action()
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    return pid
+
+
+def _as_nobody(action) -> int:
+    """`action()` as nobody, waited for: its exit code."""
+    _, status = os.waitpid(_fork_as_nobody(action), 0)
     return os.waitstatus_to_exitcode(status)
 
 
@@ -252,16 +258,7 @@ def test_the_control_socket_is_never_connectable_by_another_uid(tmp_path):
         os.write(w, str(tried).encode())
         return 0
 
-    pid = os.fork()
-    if pid == 0:
-        code = 99
-        try:
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            code = hammer()
-        finally:
-            os._exit(code)
+    pid = _fork_as_nobody(hammer)
     os.close(w)
     srv.start(workers=1)
     _, status = os.waitpid(pid, 0)
