@@ -78,7 +78,9 @@ class Answering:
         try:
             app_body = run_app(self.app, environ, response, self.hold)
         except PeerGone as exc:
-            self._log_request(environ, response, start, ident, conn)
+            self._log_request(
+                environ, response, start, ident, conn.site.metrics_key, conn.body_size
+            )
             parser_error = conn.parser.error
             if parser_error is not None and parser_error.status and not response.head_sent:
                 # Not a vanished client: its streamed body was malformed or too large.
@@ -89,11 +91,15 @@ class Answering:
             return False
         except Exception as exc:
             self._app_failed(conn, response, environ, exc)
-            self._log_request(environ, response, start, ident, conn)
+            self._log_request(
+                environ, response, start, ident, conn.site.metrics_key, conn.body_size
+            )
             return False
         if app_body is None and not conn.sink.queue:
             # The common case: the whole answer went out during the app's call.
-            self._log_request(environ, response, start, ident, conn)
+            self._log_request(
+                environ, response, start, ident, conn.site.metrics_key, conn.body_size
+            )
             if response.keep_alive:
                 return True
             self._close(conn)
@@ -147,16 +153,12 @@ class Answering:
                 answer.response,
                 answer.start,
                 answer.ident,
-                None,
                 answer.metrics_key,
                 answer.request_bytes,
             )
 
-    def _log_request(
-        self, environ, response, start, ident, conn, metrics_key=None, request_bytes=0
-    ) -> None:
-        """Metrics, the logs, the scoreboard, max-requests: once per request. The listener's
-        metrics key and the request's body size come from `conn` when it is given."""
+    def _log_request(self, environ, response, start, ident, metrics_key, request_bytes) -> None:
+        """Metrics, the logs, the scoreboard, max-requests: once per request."""
         if ident:
             self.busy.pop(ident, None)
         else:
@@ -166,8 +168,6 @@ class Answering:
         duration = time.monotonic() - start
         record = self._record
         if record is not None:
-            if conn is not None:
-                metrics_key, request_bytes = conn.site.metrics_key, conn.body_size
             record(
                 (
                     environ["REQUEST_METHOD"],

@@ -94,23 +94,18 @@ class Sink:
     can_sendfile = True
 
     def __init__(self, sock, timeout: float, fd: int = -1):
-        if fd < 0:
-            self.use(sock)
-        else:  # a plain socket just accepted (its fd known): what `use` decides, no lookups
-            self.sock = sock
-            self.fd = fd
-            self.kernel_sendfile = True
+        self.use(sock, fd)
         self.timeout = timeout
         self.queue = collections.deque()
         self.queued = 0
         self.unsent = -1  # the kernel's send queue at the last look (TIOCOUTQ)
 
-    def use(self, sock) -> None:
+    def use(self, sock, fd: int = -1) -> None:
         """Send through `sock` from now on (the TLS socket, once the handshake is done).
         Over TLS, files and queued pieces go through the socket's send(): os.sendfile()
         and sendmsg() would put plaintext on the wire."""
         self.sock = sock
-        self.fd = sock.fileno()
+        self.fd = fd if fd >= 0 else sock.fileno()  # accept() told it: no fileno() call
         self.kernel_sendfile = not getattr(sock, "encrypts", False)
 
     @property
