@@ -17,19 +17,8 @@ import pytest
 
 from forklift.options import OPTIONS
 from support import APPS, Forklift
+from support.processes import run_forklift
 from support.wire import request
-
-
-def _run(*args: str, cwd=None, timeout: float = 10) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "forklift", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-    )
-
 
 _INFO_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} \[\d+\] \[INFO\] ")
 
@@ -44,7 +33,7 @@ def _one_line(text: str) -> str:
 
 
 def test_help_lists_every_option():
-    result = _run("--help")
+    result = run_forklift("--help")
     assert result.returncode == 0
     names = [f"--{option.name}" for option in OPTIONS if option.help]
     assert len(names) > 40
@@ -82,14 +71,14 @@ def test_console_script_and_version():
     ids=lambda a: " ".join(a) or "no-app",
 )
 def test_bad_option_exits_2_with_one_line(args):
-    result = _run("--chdir", str(APPS), *args)
+    result = run_forklift("--chdir", str(APPS), *args)
     assert result.returncode == 2, result
     _one_line(result.stderr)
 
 
 def test_address_in_use_is_one_line(servers):
     server = servers.get("echo:app")
-    result = _run("--chdir", str(APPS), "--http", f"127.0.0.1:{server.port}", "echo:app")
+    result = run_forklift("--chdir", str(APPS), "--http", f"127.0.0.1:{server.port}", "echo:app")
     assert result.returncode in (1, 2)
     assert "cannot listen" in _one_line(result.stderr)
 
@@ -104,14 +93,14 @@ def test_address_in_use_is_one_line(servers):
     ],
 )
 def test_app_that_cannot_be_loaded_exits_1_with_one_line(app, needle):
-    result = _run("--http", "127.0.0.1:0", "--chdir", str(APPS), app)
+    result = run_forklift("--http", "127.0.0.1:0", "--chdir", str(APPS), app)
     assert result.returncode == 1, result
     assert needle in _one_line(result.stderr)
 
 
 def test_app_raising_at_import_names_file_and_line(tmp_path):
     (tmp_path / "raiser.py").write_text("import os\n\nraise RuntimeError('no database')\n")
-    result = _run("--http", "127.0.0.1:0", "--chdir", str(tmp_path), "raiser:app")
+    result = run_forklift("--http", "127.0.0.1:0", "--chdir", str(tmp_path), "raiser:app")
     assert result.returncode == 1
     line = _one_line(result.stderr)
     assert "RuntimeError: no database" in line
@@ -122,7 +111,7 @@ def test_app_with_a_syntax_error_names_file_and_line(tmp_path):
     (tmp_path / "broken.py").write_text(
         "def app(environ, start_response):\n    return [\n\nx = (\n"
     )
-    result = _run("--http", "127.0.0.1:0", "--chdir", str(tmp_path), "broken:app")
+    result = run_forklift("--http", "127.0.0.1:0", "--chdir", str(tmp_path), "broken:app")
     assert result.returncode == 1
     line = _one_line(result.stderr)
     assert "SyntaxError" in line
@@ -132,7 +121,7 @@ def test_app_with_a_syntax_error_names_file_and_line(tmp_path):
 def test_wsgi_file_with_a_syntax_error(tmp_path):
     path = tmp_path / "site_app.py"
     path.write_text("application = lambda e, s: [\n  1 +\n")
-    result = _run("--http", "127.0.0.1:0", "--wsgi-file", str(path))
+    result = run_forklift("--http", "127.0.0.1:0", "--wsgi-file", str(path))
     assert result.returncode == 1
     line = _one_line(result.stderr)
     assert "SyntaxError" in line and "site_app.py" in line and "line " in line
@@ -159,7 +148,7 @@ def test_wsgi_file_with_the_mod_wsgi_extension(tmp_path):
 
 
 def test_missing_wsgi_file(tmp_path):
-    result = _run("--http", "127.0.0.1:0", "--wsgi-file", str(tmp_path / "nope.py"))
+    result = run_forklift("--http", "127.0.0.1:0", "--wsgi-file", str(tmp_path / "nope.py"))
     assert result.returncode == 1
     assert "nope.py" in _one_line(result.stderr)
 

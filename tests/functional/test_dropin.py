@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from support import APPS, Forklift, wait_until
+from support.processes import run_forklift
 from support.wire import request
 
 _APP = """\
@@ -22,17 +23,6 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"wrapper" if "wsgi.file_wrapper" in environ else b"no wrapper"]
 """
-
-
-def _run(*args: str, cwd=None, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "forklift", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def _one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -91,15 +81,15 @@ def test_reload_stop_and_status_by_pidfile_or_ini(tmp_path):
     try:
         wait_until(pidfile.exists, 5, what="the pidfile")
         # `--reload` is uWSGI's option, not an abbreviation of --reload-on-rss
-        reloaded = _run("--reload", str(pidfile))
+        reloaded = run_forklift("--reload", str(pidfile))
         assert reloaded.returncode == 0, reloaded.stderr
         assert "generation 2 is serving" in reloaded.stdout
-        status = _run("status", "--ini", str(ini), cwd=tmp_path)
+        status = run_forklift("status", "--ini", str(ini), cwd=tmp_path)
         assert status.returncode == 0, status.stderr
         assert f"master {server.proc.pid}" in status.stdout
-        again = _run("reload", "--ini", str(ini), cwd=tmp_path)
+        again = run_forklift("reload", "--ini", str(ini), cwd=tmp_path)
         assert again.returncode == 0 and "generation 3" in again.stdout, again.stderr
-        stopped = _run("--stop", str(pidfile))
+        stopped = run_forklift("--stop", str(pidfile))
         assert stopped.returncode == 0, stopped.stderr
         assert server.proc.wait(10) == 0
     finally:
@@ -109,10 +99,10 @@ def test_reload_stop_and_status_by_pidfile_or_ini(tmp_path):
 def test_control_without_a_pidfile_anywhere_is_one_line(tmp_path):
     ini = tmp_path / "nopid.ini"
     ini.write_text("[uwsgi]\nmodule = app\n")
-    result = _run("stop", "--ini", str(ini))
+    result = run_forklift("stop", "--ini", str(ini))
     assert result.returncode == 1
     assert "names no pidfile" in result.stderr and "Traceback" not in result.stderr
-    result = _run("--stop", str(tmp_path / "missing.pid"))
+    result = run_forklift("--stop", str(tmp_path / "missing.pid"))
     assert result.returncode == 1 and "no such pidfile" in result.stderr
 
 
@@ -124,7 +114,7 @@ def test_missing_log_directory_is_created_and_the_daemon_serves(tmp_path):
         f"[uwsgi]\nchdir = {tmp_path}\nwsgi-file = site.py\nhttp-socket = 127.0.0.1:0\n"
         f"logto = {log}\npidfile = {tmp_path}/run/site.pid\n"
     )
-    result = _run("-d", "--ini", str(ini), cwd=tmp_path)
+    result = run_forklift("-d", "--ini", str(ini), cwd=tmp_path)
     pidfile = tmp_path / "run" / "site.pid"
     try:
         assert result.returncode == 0, result.stderr
@@ -133,7 +123,7 @@ def test_missing_log_directory_is_created_and_the_daemon_serves(tmp_path):
         assert "serving 127.0.0.1:" in result.stderr.splitlines()[-1]
         assert "listening on" in log.read_text()
     finally:
-        stopped = _run("--stop", str(pidfile))
+        stopped = run_forklift("--stop", str(pidfile))
         assert stopped.returncode == 0, stopped.stderr
 
 
@@ -153,7 +143,7 @@ def test_config_errors_are_one_line_with_file_line_key_and_value(tmp_path, line,
     ini = tmp_path / "bad.ini"
     line = line.format(tmp=tmp_path)
     ini.write_text(f"[uwsgi]\nmodule = echo:app\n{line}\n")
-    result = _run("--ini", str(ini), "--http", "127.0.0.1:0", cwd=APPS)
+    result = run_forklift("--ini", str(ini), "--http", "127.0.0.1:0", cwd=APPS)
     assert result.returncode == 2, result.stderr
     error = _one_error_line(result)
     assert f"{ini}:3: {needle.format(tmp=tmp_path)}" in error
@@ -162,7 +152,7 @@ def test_config_errors_are_one_line_with_file_line_key_and_value(tmp_path, line,
 def test_missing_wsgi_file_says_where_it_was_looked_for(tmp_path):
     ini = tmp_path / "uwsgi.ini"
     ini.write_text(f"[uwsgi]\nchdir = {tmp_path}\nwsgi-file = manage.py\n")
-    result = _run("--ini", str(ini), "--http", "127.0.0.1:0")
+    result = run_forklift("--ini", str(ini), "--http", "127.0.0.1:0")
     assert result.returncode == 1
     error = _one_error_line(result)
     assert f"{ini}:3: wsgi-file = manage.py: no such file in {tmp_path} (chdir)" in error
@@ -172,7 +162,9 @@ def test_missing_wsgi_file_says_where_it_was_looked_for(tmp_path):
 def test_systemd_unit_for_an_ini(tmp_path):
     ini = tmp_path / "uwsgi.ini"
     ini.write_text("[uwsgi]\nsocket = :6000\nmodule = app:app\npidfile = ./uwsgi.pid\n")
-    result = _run("systemd-unit", "--ini", "uwsgi.ini", "--", "--processes", "2", cwd=tmp_path)
+    result = run_forklift(
+        "systemd-unit", "--ini", "uwsgi.ini", "--", "--processes", "2", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     text = result.stdout
     exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
@@ -192,7 +184,7 @@ def test_systemd_unit_for_an_ini(tmp_path):
 def test_systemd_unit_refuses_an_ini_that_daemonizes(tmp_path):
     ini = tmp_path / "uwsgi.ini"
     ini.write_text("[uwsgi]\nmodule = app:app\ndaemonize = /tmp/x.log\n")
-    result = _run("systemd-unit", "--ini", str(ini))
+    result = run_forklift("systemd-unit", "--ini", str(ini))
     assert result.returncode == 2
     assert f"{ini}:3: daemonize = /tmp/x.log: systemd keeps the master" in result.stderr
 

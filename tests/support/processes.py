@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 
 STOP_TIMEOUT = 10.0
 
@@ -77,3 +78,15 @@ def stop_process(
             proc.kill()
             proc.wait(timeout)
     return proc.returncode
+
+
+def run_forklift(*args: str, cwd=None, timeout: float = 30) -> subprocess.CompletedProcess:
+    """`python -m forklift ARGS` to its end (a command, or a start that must fail), no stdin."""
+    return subprocess.run(
+        [sys.executable, "-m", "forklift", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
