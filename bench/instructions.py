@@ -1,6 +1,6 @@
 """Instructions per request of forklift's request path, exact whatever else the machine runs.
 
-    bench/.venv/bin/python bench/instructions.py [--src SRC ...] [--mode keepalive|close]
+    bench/.venv/bin/python bench/instructions.py [--src SRC ...] [--mode keepalive|close|uwsgi]
 
 One `Worker` in-process (no master, no fork, metrics off, no access log: the path itself)
 answers hello requests from a sequential client in another process, under
@@ -35,7 +35,7 @@ from hello import app
 n, mode = int(sys.argv[2]), sys.argv[3]
 config = Config(app="hello:app", access_log=None)
 config.validate()
-listener = sockets.bind(ListenAddress("http", "127.0.0.1", 0))
+listener = sockets.bind(ListenAddress("uwsgi" if mode == "uwsgi" else "http", "127.0.0.1", 0))
 worker = Worker(config, app, [listener])
 worker.max_requests = n  # the worker retires after exactly n answers
 port = str(listener.sock.getsockname()[1])
@@ -48,8 +48,19 @@ client.wait()
 CLIENT = r"""
 import socket, sys
 port, n, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-close = mode == "close"
+close = mode != "keepalive"
 request = b"GET / HTTP/1.1\r\nHost: x\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n"
+if mode == "uwsgi":  # the vars nginx's uwsgi_params send for `GET /`, as uwsgi_pass packs them
+    names = ("QUERY_STRING", "", "REQUEST_METHOD", "GET", "CONTENT_TYPE", "", "CONTENT_LENGTH", "",
+             "REQUEST_URI", "/", "PATH_INFO", "/", "DOCUMENT_ROOT", "/usr/share/nginx/html",
+             "SERVER_PROTOCOL", "HTTP/1.1", "REQUEST_SCHEME", "http", "REMOTE_ADDR", "127.0.0.1",
+             "REMOTE_PORT", "51234", "SERVER_PORT", "8080", "SERVER_NAME", "localhost",
+             "HTTP_HOST", "127.0.0.1:8080", "HTTP_USER_AGENT", "wrk", "HTTP_ACCEPT", "*/*")
+    block = b""
+    for i in range(0, len(names), 2):
+        for item in names[i:i + 2]:
+            block += len(item).to_bytes(2, "little") + item.encode()
+    request = b"\0" + len(block).to_bytes(2, "little") + b"\0" + block
 sock = None
 for _ in range(n):
     if sock is None:
@@ -98,7 +109,7 @@ def instructions(src: str, n: int, mode: str, client_path: Path) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--src", action="append", help="a checkout's src/ (repeatable)")
-    p.add_argument("--mode", choices=("keepalive", "close"), default="keepalive")
+    p.add_argument("--mode", choices=("keepalive", "close", "uwsgi"), default="keepalive")
     p.add_argument("--n1", type=int, default=200)
     p.add_argument("--n2", type=int, default=1200)
     a = p.parse_args()

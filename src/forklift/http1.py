@@ -23,6 +23,7 @@ from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
 from .framing import (
     BODY_CHUNKED,
     BODY_UNTIL_CLOSE,
+    HeadMemo,
     Response,
     ResponseFrame,
     app_fields,
@@ -625,13 +626,26 @@ def frame_response(
     """
     http10 = request is None or request.http_version == "1.0"
     keep_alive = keep_alive and request is not None and request.keep_alive
+    is_head = request is not None and request.method == "HEAD"
+    key = (http10, keep_alive, is_head, known_length, status, *headers)
+    made = _heads.get(key)
+    if made is None:
+        made = _frame(http10, keep_alive, is_head, status, headers, known_length)
+        _heads.remember(key, made)
+    start, body_mode, content_length, keep_alive = made
+    # RFC 9110 §6.2: answer with the highest version we conform to, even to HTTP/1.0.
+    return ResponseFrame(start + extra + _CRLF, body_mode, content_length, keep_alive)
+
+
+_heads = HeadMemo()
+
+
+def _frame(http10, keep_alive, is_head, status, headers, known_length) -> tuple:
+    """`frame_response`'s decision, made once per distinct head: (the head's bytes before
+    `extra`, body mode, Content-Length, keep-alive)."""
     fields, content_length = app_fields(headers)
     body_mode, content_length = body_framing(
-        int(status[:3]),
-        request is not None and request.method == "HEAD",
-        content_length,
-        known_length,
-        not http10 and keep_alive,
+        int(status[:3]), is_head, content_length, known_length, not http10 and keep_alive
     )
     if body_mode == BODY_UNTIL_CLOSE:
         keep_alive = False
@@ -643,9 +657,8 @@ def frame_response(
         fields += "Connection: close\r\n"
     elif http10:
         fields += "Connection: keep-alive\r\n"
-    # RFC 9110 §6.2: answer with the highest version we conform to, even to HTTP/1.0.
-    head = b"HTTP/1.1 " + (status + "\r\n" + fields).encode("latin-1") + extra + _CRLF
-    return ResponseFrame(head, body_mode, content_length, keep_alive)
+    start = b"HTTP/1.1 " + (status + "\r\n" + fields).encode("latin-1")
+    return start, body_mode, content_length, keep_alive
 
 
 class HttpResponse(Response):

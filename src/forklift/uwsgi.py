@@ -41,6 +41,7 @@ from .abnf import token_text as _token  # RFC 9110 §5.6.2: a method is a token
 from .errors import ProtocolError
 from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
 from .framing import (
+    HeadMemo,
     Response,
     ResponseFrame,
     app_fields,
@@ -56,6 +57,11 @@ _header = struct.Struct("<BHB")  # modifier1, datasize (little-endian), modifier
 _u16 = struct.Struct("<H")
 
 HEADER_SIZE = _header.size
+# Var names already checked (visible ASCII): nginx sends the same few dozen on every request.
+# Bounded, so a peer inventing names cannot grow it; past the bound names are checked each time.
+_KNOWN_NAMES: set = set()
+_KNOWN_NAMES_MAX = 1024
+_COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
 MAX_PACKET_SIZE = 0xFFFF  # datasize is 16 bits, so no buffer-size can admit more
 DROPPED_PREFIX = "UWSGI_"
 
@@ -227,11 +233,64 @@ class UwsgiParser:
         return request
 
     def _decode_vars(self, block: bytes) -> UwsgiRequest:
-        # Hot path (once per request behind nginx): the block is decoded once and sliced,
-        # sizes are read byte by byte, and the per-name checks are batched into one regex.
+        # Hot path (once per request behind nginx). A packet from nginx is well formed and
+        # names each var once, so the records are read with no check inside the loop; the
+        # block is checked as a whole after it (every record inside it, ending exactly at its
+        # end, no name twice). Anything else is read again by `_read_vars_carefully`, which
+        # merges repeats and names the first fault.
+        text = block.decode("latin-1")  # 1:1, so byte offsets are str offsets
+        env = self._read_vars(block, text)
+        dropped: list = []
+        if DROPPED_PREFIX in text:
+            dropped = [n for n in env if n.startswith(DROPPED_PREFIX)]
+            for name in dropped:
+                del env[name]
+
+        method = env.get("REQUEST_METHOD")
+        if method is None:
+            self._fail("no REQUEST_METHOD")
+        if method not in _COMMON_METHODS and not _token.fullmatch(method):
+            self._fail(f"REQUEST_METHOD {method[:40]!r} is not a token")
+        length = 0
+        raw_length = env.get("CONTENT_LENGTH")
+        if raw_length is not None:
+            if raw_length == "":
+                del env["CONTENT_LENGTH"]
+            elif _content_length.fullmatch(raw_length):
+                length = int(raw_length)
+                env["CONTENT_LENGTH"] = str(length)  # no leading zeros for the app
+            else:
+                self._fail(f"CONTENT_LENGTH {raw_length[:40]!r} is not a length")
+        if self._max_body_size is not None and length > self._max_body_size:
+            self._fail(f"body of {length} bytes exceeds the limit of {self._max_body_size}", 413)
+        if env.get("CONTENT_TYPE") == "":
+            del env["CONTENT_TYPE"]
+        return UwsgiRequest(env, length, tuple(dropped))
+
+    def _read_vars(self, block: bytes, text: str) -> dict:
+        """The vars of a block (`text` is the block as latin-1); raises on a fault."""
+        size = len(block)
+        env: dict = {}
+        pos = count = 0
+        try:
+            while pos < size:
+                start = pos + 2
+                name_end = start + (block[pos] | block[pos + 1] << 8)
+                pos = name_end + 2 + (block[name_end] | block[name_end + 1] << 8)
+                env[text[start:name_end]] = text[name_end + 2 : pos]
+                count += 1
+        except IndexError:  # a size field cut by the block's end
+            pos = -1
+        if pos != size or count != len(env) or not _KNOWN_NAMES.issuperset(env):
+            return self._read_vars_carefully(block, text)
+        return env
+
+    def _read_vars_carefully(self, block: bytes, text: str) -> dict:
+        """The vars of a block the fast reading found unusual: every size checked as it is
+        read, repeated names merged (`_merge_duplicate`), names checked; raises on a fault.
+        Names that pass join `_KNOWN_NAMES` (bounded), so the fast reading accepts them."""
         env: dict = {}
         size = len(block)
-        text = block.decode("latin-1")  # 1:1, so byte offsets are str offsets
         pos = 0
         while pos < size:
             if pos + 2 > size:
@@ -255,32 +314,9 @@ class UwsgiParser:
         if env and not _var_names.fullmatch("\n".join(env)):
             bad = next(n for n in env if not _var_name.fullmatch(n))
             self._fail(f"var name {bad!r} is not visible ASCII")
-        dropped: list = []
-        if DROPPED_PREFIX in text:
-            dropped = [n for n in env if n.startswith(DROPPED_PREFIX)]
-            for name in dropped:
-                del env[name]
-
-        method = env.get("REQUEST_METHOD")
-        if method is None:
-            self._fail("no REQUEST_METHOD")
-        if not _token.fullmatch(method):
-            self._fail(f"REQUEST_METHOD {method[:40]!r} is not a token")
-        length = 0
-        raw_length = env.get("CONTENT_LENGTH")
-        if raw_length is not None:
-            if raw_length == "":
-                del env["CONTENT_LENGTH"]
-            elif _content_length.fullmatch(raw_length):
-                length = int(raw_length)
-                env["CONTENT_LENGTH"] = str(length)  # no leading zeros for the app
-            else:
-                self._fail(f"CONTENT_LENGTH {raw_length[:40]!r} is not a length")
-        if self._max_body_size is not None and length > self._max_body_size:
-            self._fail(f"body of {length} bytes exceeds the limit of {self._max_body_size}", 413)
-        if env.get("CONTENT_TYPE") == "":
-            del env["CONTENT_TYPE"]
-        return UwsgiRequest(env, length, tuple(dropped))
+        if len(_KNOWN_NAMES) < _KNOWN_NAMES_MAX:
+            _KNOWN_NAMES.update(env)
+        return env
 
     def _merge_duplicate(self, env: dict, name: str, value: str) -> None:
         if name in FRAMING_VARS:
@@ -311,6 +347,9 @@ class UwsgiParser:
         return Data(chunk if len(chunk) == remaining else chunk[:remaining])
 
 
+_heads = HeadMemo()
+
+
 def frame_response(
     method: str, status: str, headers: list, known_length: int | None
 ) -> ResponseFrame:
@@ -319,6 +358,10 @@ def frame_response(
     latin-1 strs the gateway validated). The body rules are `framing.body_framing`'s, never
     chunked (nginx reads a uwsgi answer as HTTP/1.0): Content-Length when known, else
     delimited by the close that ends every uwsgi connection anyway."""
+    key = (method == "HEAD", known_length, status, *headers)
+    frame = _heads.get(key)
+    if frame is not None:
+        return frame
     fields, content_length = app_fields(headers)
     body_mode, content_length = body_framing(
         int(status[:3]), method == "HEAD", content_length, known_length, False
@@ -326,7 +369,7 @@ def frame_response(
     if content_length is not None:
         fields += f"Content-Length: {content_length}\r\n"
     head = ("HTTP/1.1 " + status + "\r\n" + fields + "\r\n").encode("latin-1")
-    return ResponseFrame(head, body_mode, content_length, False)
+    return _heads.remember(key, ResponseFrame(head, body_mode, content_length, False))
 
 
 class UwsgiResponse(Response):

@@ -346,8 +346,33 @@ class _Response:
         self.invalid = None
 
 
+# Status and header lists already found valid. An app sends the same few on almost every
+# answer (a hello's constant list; Flask's type and length), so the check is one lookup of
+# their values; bounded, and emptied when full, so per-request values (cookies, ETags)
+# cannot grow it.
+_VALID_HEADS: set = set()
+_VALID_HEADS_MAX = 512
+
+
 def _check_headers(status, headers) -> str | None:
     """Why the app's status or headers cannot be sent, or None when they are fine."""
+    key = None
+    if type(headers) is list:
+        try:
+            key = (status, *headers)
+            if key in _VALID_HEADS:
+                return None
+        except TypeError:  # an unhashable item: the check below names it
+            key = None
+    problem = _check_headers_one_by_one(status, headers)
+    if problem is None and key is not None:
+        if len(_VALID_HEADS) >= _VALID_HEADS_MAX:
+            _VALID_HEADS.clear()
+        _VALID_HEADS.add(key)
+    return problem
+
+
+def _check_headers_one_by_one(status, headers) -> str | None:
     if type(status) is not str or not _status_ok(status):
         return f"bad status {status!r}"
     if type(headers) is not list:

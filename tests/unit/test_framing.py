@@ -17,6 +17,7 @@ from forklift.framing import (
     BODY_NONE,
     BODY_UNTIL_CLOSE,
     LAST_CHUNK,
+    HeadMemo,
     app_fields,
     body_framing,
     reason,
@@ -140,6 +141,58 @@ def test_a_uwsgi_answer_is_an_http_head_nginx_reads_and_never_chunked():
     assert frame.body_mode == BODY_UNTIL_CLOSE
     frame = uwsgi.frame_response("GET", "200 OK", [("X-A", "1")], 12)
     assert frame.head == b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 12\r\n\r\n"
+
+
+def every_frame(heads, fresh: bool):
+    """Frames of both protocols for a spread of requests, keep-alive flags and answers;
+    `fresh`: each made with empty memos, so none comes from an earlier one."""
+    frames = []
+    for version in ("1.0", "1.1"):
+        for method in ("GET", "HEAD"):
+            request = head_of(f"{method} / HTTP/{version}\r\nHost: x\r\n\r\n".encode())[1]
+            for keep_alive in (True, False):
+                for status, headers, known in heads:
+                    if fresh:
+                        http1._heads.clear()
+                        uwsgi._heads.clear()
+                    frames.append(
+                        http1.frame_response(
+                            request, status, list(headers), known, keep_alive, b"Date: d\r\n"
+                        )
+                    )
+                    frames.append(uwsgi.frame_response(method, status, list(headers), known))
+    return frames
+
+
+def test_a_remembered_head_is_the_head_made_afresh():
+    # Heads are made once and looked up after (framing.HeadMemo): every input that decides a
+    # head must be part of what it is remembered by, so a later answer never gets another
+    # request's framing.
+    heads = [
+        (status, headers, known)
+        for status in ("200 OK", "204 No Content", "304 Not Modified", "404 Not Found")
+        for headers in ([], [("X-A", "1")], [("X-A", "1"), ("Content-Length", "3")])
+        for known in (None, 0, 3)
+    ]
+    made = every_frame(heads, fresh=True)
+    assert len(set(made)) > len(heads)  # the flags and versions made different heads
+    every_frame(heads, fresh=False)  # fills the memos
+    assert every_frame(heads, fresh=False) == made  # all from the memos
+
+
+def test_the_head_memo_stays_within_its_bound():
+    memo = HeadMemo(limit=8)
+    for n in range(100):
+        memo.remember(n, n)
+        assert len(memo) <= 8
+    assert memo[99] == 99
+
+
+def test_a_remembered_head_carries_this_answers_date():
+    request = head_of(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")[1]
+    first = http1.frame_response(request, "200 OK", [("X-A", "1")], 2, True, b"Date: one\r\n")
+    again = http1.frame_response(request, "200 OK", [("X-A", "1")], 2, True, b"Date: two\r\n")
+    assert first.head.replace(b"one", b"two") == again.head
 
 
 # --- Response, as run_app drives it ---------------------------------------------------------

@@ -515,3 +515,25 @@ def test_fuzz_near_valid_packets_same_outcome_however_split(data, cut, max_body_
     assert feed_all([data[:cut], data[cut:]], max_body_size=max_body_size) == whole
     byte_by_byte = [data[i : i + 1] for i in range(len(data))]
     assert feed_all(byte_by_byte, max_body_size=max_body_size) == whole
+
+
+def read_vars_outcome(read, block):
+    """The vars a reading makes of `block`, or the message of the error it raises."""
+    try:
+        return read(block, block.decode("latin-1"))
+    except ProtocolError as exc:
+        return str(exc)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(record, max_size=8), st.integers(min_value=0, max_value=200), st.booleans())
+def test_fast_reading_of_vars_agrees_with_the_careful_one(pairs, cut, truncate):
+    # The fast reading (no check per record) must give what the careful one gives, for
+    # repeated, empty and invisible names and for blocks cut anywhere, whatever names it
+    # has already learnt from earlier packets.
+    block = pack(pairs)[4:]
+    if truncate:
+        block = block[: cut % (len(block) + 1)]
+    careful = read_vars_outcome(UwsgiParser()._read_vars_carefully, block)
+    assert read_vars_outcome(UwsgiParser()._read_vars, block) == careful
+    assert read_vars_outcome(UwsgiParser()._read_vars, block) == careful  # names now learnt

@@ -1091,3 +1091,29 @@ def test_absolute_form_without_a_path_keeps_its_query():
     assert env["HTTP_HOST"] == "h.example:81"
     assert env["SERVER_NAME"] == "h.example"
     assert env["QUERY_STRING"] == "x=1"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [("X-A", b"1")],  # bytes value
+        [("X-A", "1\r\nX-B: 2")],  # a line break smuggling a field
+        [["X-A", "1"]],  # a list, not a tuple (unhashable)
+        [("X-A", "1", "2")],
+        [("X-A", "1"), ("X A", "2")],  # a name that is no token
+    ],
+)
+def test_headers_checked_once_do_not_vouch_for_different_ones(bad):
+    # Valid header lists are remembered (wsgi._VALID_HEADS): a list that only resembles one
+    # must still be refused, however often its valid twin was answered before.
+    for _ in range(3):
+        assert run(app_returning([b"x"], headers=[("X-A", "1")]))[0][0] == "head"
+    with pytest.raises(AppError):
+        run(app_returning([b"x"], headers=bad))
+
+
+def test_a_status_checked_once_does_not_vouch_for_another():
+    run(app_returning([b"x"], status="200 OK"))
+    for status in ("200 OK\r\n", "20 OK", b"200 OK"):
+        with pytest.raises(AppError, match="status"):
+            run(app_returning([b"x"], status=status, headers=[]))
