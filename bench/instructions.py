@@ -1,6 +1,6 @@
 """Instructions per request of forklift's request path, exact whatever else the machine runs.
 
-    bench/.venv/bin/python bench/instructions.py [--src SRC ...] [--mode keepalive|close|uwsgi]
+    bench/.venv/bin/python bench/instructions.py [--src SRC ...] [--mode MODE]
 
 One `Worker` in-process (no master, no fork, metrics off, no access log: the path itself)
 answers hello requests from a sequential client in another process, under
@@ -10,6 +10,10 @@ a checkout (default: this repository's), so code before and after a change are c
 the same interpreter: `git worktree add /tmp/before COMMIT; ... --src /tmp/before/src --src
 src`. User-space instructions only: system calls are the same per request (strace) and are
 not counted. Run-to-run spread is about 0.5%.
+
+Modes: `keepalive` (wrk's request, one connection), `close` (one request per connection),
+`uwsgi` (the packet nginx's `uwsgi_pass` sends, one per connection), `browser` (a browser's
+fifteen fields and a cookie, keep-alive).
 """
 
 from __future__ import annotations
@@ -48,8 +52,21 @@ client.wait()
 CLIENT = r"""
 import socket, sys
 port, n, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-close = mode != "keepalive"
+close = mode not in ("keepalive", "browser")
 request = b"GET / HTTP/1.1\r\nHost: x\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n"
+if mode == "browser":  # the fields a browser sends on every request of a page (keep-alive)
+    request = (
+        b"GET /static/app.js?v=3 HTTP/1.1\r\nHost: game.example.org\r\nConnection: keep-alive\r\n"
+        b"sec-ch-ua: \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"\r\nsec-ch-ua-mobile: ?0\r\n"
+        b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        b"Chrome/131.0.0.0 Safari/537.36\r\nsec-ch-ua-platform: \"Linux\"\r\nAccept: */*\r\n"
+        b"Sec-Fetch-Site: same-origin\r\nSec-Fetch-Mode: no-cors\r\nSec-Fetch-Dest: script\r\n"
+        b"Referer: https://game.example.org/dashboard\r\n"
+        b"Accept-Encoding: gzip, deflate, br, zstd\r\n"
+        b"Accept-Language: en-GB,en;q=0.9\r\nCookie: session=8f14e45fceea167a5a36dedd4bea2543; "
+        b"theme=dark\r\n\r\n"
+    )
+    close = False
 if mode == "uwsgi":  # the vars nginx's uwsgi_params send for `GET /`, as uwsgi_pass packs them
     names = ("QUERY_STRING", "", "REQUEST_METHOD", "GET", "CONTENT_TYPE", "", "CONTENT_LENGTH", "",
              "REQUEST_URI", "/", "PATH_INFO", "/", "DOCUMENT_ROOT", "/usr/share/nginx/html",
@@ -109,7 +126,9 @@ def instructions(src: str, n: int, mode: str, client_path: Path) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--src", action="append", help="a checkout's src/ (repeatable)")
-    p.add_argument("--mode", choices=("keepalive", "close", "uwsgi"), default="keepalive")
+    p.add_argument(
+        "--mode", choices=("keepalive", "close", "uwsgi", "browser"), default="keepalive"
+    )
     p.add_argument("--n1", type=int, default=200)
     p.add_argument("--n2", type=int, default=1200)
     a = p.parse_args()

@@ -80,25 +80,6 @@ def app_fields(headers: list) -> tuple:
     return "".join(lines), content_length
 
 
-class HeadMemo(dict):
-    """Serialised heads by what decides them (status, the app's headers, the framing
-    inputs). An app answers with the same few heads again and again, so a head is made once
-    and looked up after; bounded, and emptied when full, so per-request values (cookies,
-    ETags) cannot grow it. Lookups and stores are single dict operations (thread-safe)."""
-
-    __slots__ = ("limit",)
-
-    def __init__(self, limit: int = 512):
-        super().__init__()
-        self.limit = limit
-
-    def remember(self, key, value):
-        if len(self) >= self.limit:
-            self.clear()
-        self[key] = value
-        return value
-
-
 def body_framing(
     code: int, is_head: bool, content_length: int | None, known_length: int | None, can_chunk: bool
 ) -> tuple:

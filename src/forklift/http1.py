@@ -23,7 +23,6 @@ from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
 from .framing import (
     BODY_CHUNKED,
     BODY_UNTIL_CLOSE,
-    HeadMemo,
     Response,
     ResponseFrame,
     app_fields,
@@ -33,6 +32,7 @@ from .framing import (
     error_response,
     reason,
 )
+from .memo import Memo
 
 # --- Grammar (RFC 9112 §3 and §5; the token rule is abnf's), compiled once ------------------
 # request-line = method SP request-target SP HTTP-version. The target is any run of visible
@@ -81,6 +81,10 @@ _CRLF = b"\r\n"
 _MAX_CHUNK_LINE = 4096  # size + extensions; extensions are ignored, so this is generous
 _MAX_EMPTY_LINES = 8  # CRLFs tolerated before a request line (RFC 9112 §2.2 asks for one)
 _MAX_CL_DIGITS = 18  # fits in a signed 64-bit integer; anything longer is not a length
+# Parsed field blocks, per set of limits (one in a worker; tests make others). Blocks up to
+# 4 KiB (a browser's, cookies included) are remembered: at most 256 × 4 KiB per limits.
+_field_memos: dict = {}
+_MEMO_MAX_FIELD_BYTES = 4096
 
 
 class RequestHead(NamedTuple):
@@ -141,10 +145,12 @@ class RequestParser:
         "_empty_lines",
         "_head",
         "_method",
+        "_memo",
     )
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS):
         self._limits = limits
+        self._memo = _field_memos.get(limits) or _field_memos.setdefault(limits, Memo(256))
         self._buf = bytearray()
         self._state = _HEAD
         self._scanned = 0  # bytes of the buffer already checked for line endings
@@ -271,12 +277,18 @@ class RequestParser:
         del buf[: end + 4]
         self._scanned = 0
         self._empty_lines = 0
-        lines = head.split(_CRLF)
-        request_line = lines[0]
-        if len(lines) - 1 > limits.max_header_fields:
-            self._fail("too many header fields", 431)
-        if len(head) - len(request_line) > limits.max_header_bytes:
-            self._fail("request header fields too large", 431)
+        line_end = head.find(_CRLF)
+        request_line = head if line_end < 0 else head[:line_end]
+        fields = b"" if line_end < 0 else head[line_end + 2 :]
+        # A field block parsed before (under these limits) is not parsed again: a client
+        # sends the same fields on every request (a browser's, a proxy's), and the facts
+        # below are a function of those bytes alone. Only blocks that passed are remembered.
+        known = self._memo.get(fields)
+        if known is None:
+            if (fields.count(_CRLF) + 1 if fields else 0) > limits.max_header_fields:
+                self._fail("too many header fields", 431)
+            if len(head) - len(request_line) > limits.max_header_bytes:
+                self._fail("request header fields too large", 431)
 
         match = _request_line.fullmatch(request_line)
         if match is None:
@@ -291,42 +303,12 @@ class RequestParser:
         if target[:1] != b"/" or method == b"CONNECT":  # else origin-form: nothing to check
             self._check_target(method, target)
 
-        headers = []
-        append = headers.append
-        field_line = _field_line.fullmatch
-        content_length = None
-        transfer_encoding = None
-        connection = b""
-        expect = b""
-        host_count = 0
-        for line in lines[1:]:
-            m = field_line(line)
-            if m is None:
-                if line[:1] in (b" ", b"\t"):
-                    self._fail("obsolete line folding in header field")
-                if _bad_line_ending.search(line):
-                    self._fail("line ending is not CRLF")
-                self._fail("malformed header field")
-            name, value = m.groups()
-            name = name.lower()
-            value = value.rstrip(b" \t")
-            append((name, value))
-            # Framing fields are checked here, once, so the body reader can trust them.
-            if name == b"content-length":
-                content_length = self._parse_content_length(value, content_length)
-            elif name == b"transfer-encoding":
-                transfer_encoding = (
-                    value if transfer_encoding is None else transfer_encoding + b"," + value
-                )
-            elif name == b"connection":
-                connection = connection + b"," + value if connection else value
-            elif name == b"host":
-                host_count += 1
-                # RFC 9112 §3.2: a Host field with an invalid value is a 400.
-                if not _host_value.fullmatch(value):
-                    self._fail("invalid Host field value")
-            elif name == b"expect":
-                expect = value
+        if known is None:
+            known = self._parse_fields(fields)
+            if len(fields) <= _MEMO_MAX_FIELD_BYTES:
+                self._memo.remember(fields, known)
+        headers, content_length, transfer_encoding, connection, expect, host_count = known
+        headers = list(headers)  # the request's own list; the pairs are immutable
 
         # RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host.
         if host_count > 1 or (host_count == 0 and http_version == "1.1"):
@@ -376,6 +358,48 @@ class RequestParser:
             chunked,
             expect_continue,
         )
+
+    def _parse_fields(self, fields: bytes) -> tuple:
+        """The field lines of a head (`fields`, CRLF-separated, b"" for none), checked:
+        (pairs, content length, transfer codings, connection options, expect, Host count).
+        Raises on the first faulty line."""
+        headers = []
+        append = headers.append
+        field_line = _field_line.fullmatch
+        content_length = None
+        transfer_encoding = None
+        connection = b""
+        expect = b""
+        host_count = 0
+        for line in fields.split(_CRLF) if fields else ():
+            m = field_line(line)
+            if m is None:
+                if line[:1] in (b" ", b"\t"):
+                    self._fail("obsolete line folding in header field")
+                if _bad_line_ending.search(line):
+                    self._fail("line ending is not CRLF")
+                self._fail("malformed header field")
+            name, value = m.groups()
+            name = name.lower()
+            value = value.rstrip(b" \t")
+            append((name, value))
+            # Framing fields are checked here, once, so the body reader can trust them.
+            if name == b"content-length":
+                content_length = self._parse_content_length(value, content_length)
+            elif name == b"transfer-encoding":
+                transfer_encoding = (
+                    value if transfer_encoding is None else transfer_encoding + b"," + value
+                )
+            elif name == b"connection":
+                connection = connection + b"," + value if connection else value
+            elif name == b"host":
+                host_count += 1
+                # RFC 9112 §3.2: a Host field with an invalid value is a 400.
+                if not _host_value.fullmatch(value):
+                    self._fail("invalid Host field value")
+            elif name == b"expect":
+                expect = value
+        return tuple(headers), content_length, transfer_encoding, connection, expect, host_count
 
     def _check_target(self, method: bytes, target: bytes) -> None:
         """The request-target must take one of the four forms of RFC 9112 §3.2, the one its
@@ -637,7 +661,7 @@ def frame_response(
     return ResponseFrame(start + extra + _CRLF, body_mode, content_length, keep_alive)
 
 
-_heads = HeadMemo()
+_heads = Memo()  # the heads of this protocol's answers
 
 
 def _frame(http10, keep_alive, is_head, status, headers, known_length) -> tuple:

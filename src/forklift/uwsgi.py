@@ -41,13 +41,13 @@ from .abnf import token_text as _token  # RFC 9110 §5.6.2: a method is a token
 from .errors import ProtocolError
 from .events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage
 from .framing import (
-    HeadMemo,
     Response,
     ResponseFrame,
     app_fields,
     body_framing,
     error_answer,
 )
+from .memo import Memo
 
 # --- Grammar, compiled once ------------------------------------------------------------------
 _content_length = re.compile(r"[0-9]{1,18}")  # 1*DIGIT, bounded to fit a signed 64-bit int
@@ -347,7 +347,7 @@ class UwsgiParser:
         return Data(chunk if len(chunk) == remaining else chunk[:remaining])
 
 
-_heads = HeadMemo()
+_heads = Memo()  # the heads of this protocol's answers
 
 
 def frame_response(

@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from .abnf import field_value_forbidden_text, split_target, status_text, token_text
 from .errors import PeerGone
+from .memo import Memo
 from .proxy import apply_forwarded, assign_request_id, next_request_id
 
 # What an app may send: header names are tokens; values hold no CTL but HTAB, latin-1 only.
@@ -90,6 +91,34 @@ def mount_split(path: str, script_name: str) -> tuple | None:
     return None
 
 
+def field_entries(headers) -> dict:
+    """The environ entries of a request's header fields: HTTP_* (CONTENT_TYPE and
+    CONTENT_LENGTH bare), latin-1 strs, repeated fields joined, dangerous names dropped."""
+    entries: dict = {}
+    cache = _KEY_CACHE
+    for name, value in headers:
+        key = cache.get(name, 0)
+        if key == 0:
+            key = _environ_key(name)
+            if len(cache) < _KEY_CACHE_MAX:
+                cache[name] = key
+        if key is None:
+            continue
+        value = value.decode("latin-1")
+        if key in entries:
+            # RFC 9110 §5.3: a repeated field is one list joined by commas; cookies are the
+            # exception (RFC 6265 §5.4 joins cookie-pairs with "; ").
+            entries[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
+        else:
+            entries[key] = value
+    return entries
+
+
+# A client sends the same fields on every request (a browser's, a proxy's): their entries
+# are made once per distinct list (the parser hands out the same pairs for the same bytes).
+_FIELD_ENTRIES = Memo(256)
+
+
 def http_environ(base: dict, head, path_info: str, query: bytes, authority, peer) -> dict:
     """The environ of one HTTP/1.x request. `peer` is (addr, port) or None (unix socket)."""
     environ = base.copy()
@@ -105,22 +134,11 @@ def http_environ(base: dict, head, path_info: str, query: bytes, authority, peer
         environ["REMOTE_PORT"] = str(peer[1])
     else:
         environ["REMOTE_ADDR"] = ""
-    cache = _KEY_CACHE
-    for name, value in head.headers:
-        key = cache.get(name, 0)
-        if key == 0:
-            key = _environ_key(name)
-            if len(cache) < _KEY_CACHE_MAX:
-                cache[name] = key
-        if key is None:
-            continue
-        value = value.decode("latin-1")
-        if key in environ:
-            # RFC 9110 §5.3: a repeated field is one list joined by commas; cookies are the
-            # exception (RFC 6265 §5.4 joins cookie-pairs with "; ").
-            environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
-        else:
-            environ[key] = value
+    fields = tuple(head.headers)  # hashed from the pairs' own cached hashes
+    entries = _FIELD_ENTRIES.get(fields)
+    if entries is None:
+        entries = _FIELD_ENTRIES.remember(fields, field_entries(fields))
+    environ.update(entries)
     if head.content_length is not None:
         environ["CONTENT_LENGTH"] = str(head.content_length)  # "5, 5" arrives as "5"
     if head.chunked:
@@ -350,8 +368,7 @@ class _Response:
 # answer (a hello's constant list; Flask's type and length), so the check is one lookup of
 # their values; bounded, and emptied when full, so per-request values (cookies, ETags)
 # cannot grow it.
-_VALID_HEADS: set = set()
-_VALID_HEADS_MAX = 512
+_VALID_HEADS = Memo(512)
 
 
 def _check_headers(status, headers) -> str | None:
@@ -366,9 +383,7 @@ def _check_headers(status, headers) -> str | None:
             key = None
     problem = _check_headers_one_by_one(status, headers)
     if problem is None and key is not None:
-        if len(_VALID_HEADS) >= _VALID_HEADS_MAX:
-            _VALID_HEADS.clear()
-        _VALID_HEADS.add(key)
+        _VALID_HEADS.remember(key, True)
     return problem
 
 

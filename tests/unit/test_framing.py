@@ -17,11 +17,11 @@ from forklift.framing import (
     BODY_NONE,
     BODY_UNTIL_CLOSE,
     LAST_CHUNK,
-    HeadMemo,
     app_fields,
     body_framing,
     reason,
 )
+from forklift.memo import Memo
 from forklift.wsgi import run_app
 
 
@@ -165,7 +165,7 @@ def every_frame(heads, fresh: bool):
 
 
 def test_a_remembered_head_is_the_head_made_afresh():
-    # Heads are made once and looked up after (framing.HeadMemo): every input that decides a
+    # Heads are made once and looked up after (memo.Memo): every input that decides a
     # head must be part of what it is remembered by, so a later answer never gets another
     # request's framing.
     heads = [
@@ -181,7 +181,7 @@ def test_a_remembered_head_is_the_head_made_afresh():
 
 
 def test_the_head_memo_stays_within_its_bound():
-    memo = HeadMemo(limit=8)
+    memo = Memo(limit=8)
     for n in range(100):
         memo.remember(n, n)
         assert len(memo) <= 8

@@ -27,6 +27,7 @@ from http1_helpers import (
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from forklift import http1
 from forklift.errors import ProtocolError
 from forklift.events import NEED_DATA, PAUSED, ConnectionClosed, Data
 from forklift.framing import (
@@ -1108,6 +1109,37 @@ def test_mutated_requests_give_events_or_protocol_error(reqs, edits, cuts, eof, 
     for chunks in ([data], [data[i : i + 1] for i in range(len(data))], cut(data, cuts)):
         outcome = parse(chunks, limits, eof=eof)  # anything but ProtocolError propagates
         assert outcome.status is None or outcome.status in STATUSES
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(requests(), min_size=1, max_size=2),
+    st.lists(mutations, max_size=4),
+    st.sampled_from(MUTATION_LIMITS),
+)
+def test_a_remembered_field_block_parses_as_it_did_the_first_time(reqs, edits, limits):
+    # Field blocks that passed are remembered (per limits) and not parsed again: whatever
+    # the bytes, the second parse must give the events or the error the first one gave.
+    data = mutate(b"".join(wire for wire, _ in reqs), edits)
+    http1._field_memos.clear()
+    first = parse([data], limits, eof=True).key()
+    assert parse([data], limits, eof=True).key() == first
+    assert parse([data[i : i + 1] for i in range(len(data))], limits, eof=True).key() == first
+
+
+def test_a_field_block_passed_under_loose_limits_is_refused_under_tight_ones():
+    data = b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n"
+    assert parse([data]).status is None
+    assert parse([data], Limits(max_header_fields=2)).status == 431
+    assert parse([data], Limits(max_header_bytes=10)).status == 431
+    assert parse([data]).status is None
+
+
+def test_each_request_gets_its_own_header_list():
+    data = b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\n\r\n"
+    first = parsed_request(data)
+    first.headers.append((b"b", b"2"))  # an app's or a middleware's doing
+    assert parsed_request(data).headers == [(b"host", b"x"), (b"a", b"1")]
 
 
 # =============================================================================================

@@ -36,6 +36,7 @@ CONTRACTS = [
     ("the gateway knows no protocol and no socket", GATEWAY, PROTOCOL - {"forklift.abnf"} | SINK),
     ("the sink moves bytes; framing is the protocol's", SINK, PROTOCOL | GATEWAY | PROCESS),
     ("the grammar is a leaf", {"forklift.abnf"}, "forklift.*"),
+    ("memos are a leaf", {"forklift.memo"}, "forklift.*"),
     (
         "the master forks, reaps and reloads; it never loads or calls the app",
         {"forklift.master"},

@@ -170,6 +170,28 @@ def test_encoded_slash_is_decoded_in_path_info_but_kept_in_request_uri():
 # --- environ: headers -------------------------------------------------------------------------
 
 
+field_names = st.sampled_from(
+    ["Cookie", "Accept", "X-Forwarded-For", "X_Forwarded_For", "Content-Type", "X-A"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(field_names, st.sampled_from(["1", "a=b", "x, y", "\xe9"])), max_size=6))
+def test_fields_seen_before_make_the_environ_they_made_the_first_time(fields):
+    # The environ entries of a field list are remembered (wsgi._FIELD_ENTRIES): the second
+    # request with the same fields must get what the first got, and what an app did to the
+    # first environ must not reach the second.
+    raw = request("/", "Host: h", *(f"{name}: {value}" for name, value in fields))
+    first = environ_for(raw)
+    del first["wsgi.errors"]  # a new stream each time (base())
+    fresh = dict(first)
+    first["HTTP_HOST"] = "changed by the app"
+    first.pop("HTTP_COOKIE", None)
+    again = environ_for(raw)
+    del again["wsgi.errors"]
+    assert again == fresh
+
+
 def test_header_becomes_http_key():
     env = environ_for(request("/", "Host: x", "X-Request-Id: abc", "accept: text/html"))
     assert env["HTTP_X_REQUEST_ID"] == "abc"
