@@ -56,7 +56,9 @@ def measure(threads, args, db, workdir, started) -> str:
         b.run_wrk([*wrk[:3], "-d1s", *wrk[3:]], 1)  # warm-up
         pids = list(b.process_tree(proc.pid))
         ticks, sw = cpu_ticks(pids, b.proc_table()), switches(pids)
-        out, _, _ = b.run_wrk([*wrk[:3], f"-d{args.duration}s", *wrk[3:]], args.duration)
+        out, code, _ = b.run_wrk([*wrk[:3], f"-d{args.duration:g}s", *wrk[3:]], args.duration)
+        if code != 0:
+            raise SystemExit(f"wrk failed:\n{out}")
         ticks = cpu_ticks(pids, b.proc_table()) - ticks
         sw = switches(pids) - sw
         n = b.parse_wrk(out)["requests"] or 1
