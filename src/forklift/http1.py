@@ -150,7 +150,10 @@ class RequestParser:
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS):
         self._limits = limits
-        self._memo = _field_memos.get(limits) or _field_memos.setdefault(limits, Memo(256))
+        memo = _field_memos.get(limits)
+        if memo is None:  # (an empty Memo is falsy: no `or` here)
+            memo = _field_memos.setdefault(limits, Memo(256))
+        self._memo = memo
         self._buf = bytearray()
         self._state = _HEAD
         self._scanned = 0  # bytes of the buffer already checked for line endings
