@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(BIN)/gameprogress seed-demo --if-empty
 	@echo "dashboard: http://127.0.0.1:8000/dashboard (admin token: $(ADMIN_TOKEN))"
 	GAMEPROGRESS_ADMIN_TOKEN='$(ADMIN_TOKEN)' \
-		$(BIN)/forklift --http 127.0.0.1:8000 --processes 2 --threads 4 gameprogress.wsgi:app
+		$(BIN)/forklift --http 127.0.0.1:8000 --processes 2 --threads 1 gameprogress.wsgi:app
 
 test: $(STAMP)
 	$(BIN)/python tests/system_tools.py ensure
