@@ -85,6 +85,10 @@ _MAX_CL_DIGITS = 18  # fits in a signed 64-bit integer; anything longer is not a
 # 4 KiB (a browser's, cookies included) are remembered: at most 256 × 4 KiB per limits.
 _field_memos: dict = {}
 _MEMO_MAX_FIELD_BYTES = 4096
+# Request lines that passed (a polled endpoint, a health check, assets), up to 1 KiB: no limit
+# depends on them here (the line's length was checked before the head was complete).
+_request_lines = Memo(512)
+_MEMO_MAX_LINE_BYTES = 1024
 
 
 class RequestHead(NamedTuple):
@@ -293,18 +297,13 @@ class RequestParser:
             if len(head) - len(request_line) > limits.max_header_bytes:
                 self._fail("request header fields too large", 431)
 
-        match = _request_line.fullmatch(request_line)
-        if match is None:
-            if _bad_line_ending.search(head):
-                self._fail("line ending is not CRLF")
-            self._fail("malformed request line")
-        method, target, major, minor = match.groups()
+        line = _request_lines.get(request_line)
+        if line is None:
+            line = self._parse_request_line(request_line, head)
+            if len(request_line) <= _MEMO_MAX_LINE_BYTES:
+                _request_lines.remember(request_line, line)
+        method, target, http_version = line
         self._method = method
-        if major != b"1" or minor not in (b"0", b"1"):
-            self._fail("HTTP version not supported", 505)
-        http_version = "1.1" if minor == b"1" else "1.0"
-        if target[:1] != b"/" or method == b"CONNECT":  # else origin-form: nothing to check
-            self._check_target(method, target)
 
         if known is None:
             known = self._parse_fields(fields)
@@ -361,6 +360,21 @@ class RequestParser:
             chunked,
             expect_continue,
         )
+
+    def _parse_request_line(self, request_line: bytes, head: bytes) -> tuple:
+        """(method, target, HTTP version) of a request line, checked; raises on a fault."""
+        match = _request_line.fullmatch(request_line)
+        if match is None:
+            if _bad_line_ending.search(head):
+                self._fail("line ending is not CRLF")
+            self._fail("malformed request line")
+        method, target, major, minor = match.groups()
+        self._method = method
+        if major != b"1" or minor not in (b"0", b"1"):
+            self._fail("HTTP version not supported", 505)
+        if target[:1] != b"/" or method == b"CONNECT":  # else origin-form: nothing to check
+            self._check_target(method, target)
+        return method, target, "1.1" if minor == b"1" else "1.0"
 
     def _parse_fields(self, fields: bytes) -> tuple:
         """The field lines of a head (`fields`, CRLF-separated, b"" for none), checked:

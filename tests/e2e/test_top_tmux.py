@@ -65,11 +65,14 @@ class Tmux:
         )
 
     def wait_screen(self, predicate, timeout: float = 15.0) -> list:
+        """The screen once `predicate` holds for it, captured twice alike: curses redraws
+        a frame in pieces, and a capture in between shows half of each."""
         seen = []
 
         def shown():
+            previous = list(seen)
             seen[:] = self.screen()
-            return predicate("\n".join(seen)) and list(seen)
+            return seen == previous and predicate("\n".join(seen)) and list(seen)
 
         try:
             return wait_until(shown, timeout, interval=0.1, what="the screen")

@@ -1117,19 +1117,22 @@ def test_mutated_requests_give_events_or_protocol_error(reqs, edits, cuts, eof, 
     st.lists(mutations, max_size=4),
     st.sampled_from(MUTATION_LIMITS),
 )
-def test_a_remembered_field_block_parses_as_it_did_the_first_time(reqs, edits, limits):
-    # Field blocks that passed are remembered (per limits) and not parsed again: whatever
-    # the bytes, the second parse must give the events or the error the first one gave.
+def test_a_remembered_head_parses_as_it_did_the_first_time(reqs, edits, limits):
+    # Request lines and field blocks that passed are remembered (field blocks per limits)
+    # and not parsed again: whatever the bytes, the second parse must give the events or
+    # the error the first one gave.
     data = mutate(b"".join(wire for wire, _ in reqs), edits)
     http1._field_memos.clear()
+    http1._request_lines.clear()
     first = parse([data], limits, eof=True).key()
     assert parse([data], limits, eof=True).key() == first
     assert parse([data[i : i + 1] for i in range(len(data))], limits, eof=True).key() == first
 
 
-def test_a_field_block_passed_under_loose_limits_is_refused_under_tight_ones():
-    data = b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n"
+def test_a_head_passed_under_loose_limits_is_refused_under_tight_ones():
+    data = b"GET /a-long-path HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n"
     assert parse([data]).status is None
+    assert parse([data], Limits(max_request_line=20)).status == 414
     assert parse([data], Limits(max_header_fields=2)).status == 431
     assert parse([data], Limits(max_header_bytes=10)).status == 431
     assert parse([data]).status is None
