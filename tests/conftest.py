@@ -79,13 +79,15 @@ def pytest_collection_modifyitems(config, items):
                 unmet[c] = not CONDITIONS[c][0]()
         missing = [CONDITIONS[c][1] for c in conditions if unmet[c]]
         if missing:
-            item.add_marker(pytest.mark.skip(reason=f"needs {', '.join(missing)}"))
+            reason = f"this machine lacks {', '.join(missing)}"
+            item.add_marker(pytest.mark.skip(reason=reason))
             _skipped_for_conditions.append((item.nodeid, missing))
             continue
         lacking = sorted(set(wanted) & absent)
         if lacking:
             packages = sorted({system_tools.TOOLS[t][0] for t in lacking})
-            item.add_marker(pytest.mark.skip(reason=f"needs {', '.join(packages)} (apt-get)"))
+            reason = f"not installed here: {', '.join(packages)} (apt-get install)"
+            item.add_marker(pytest.mark.skip(reason=reason))
             _skipped_for_tools.append((item.nodeid, packages))
 
 

@@ -91,6 +91,14 @@ _request_lines = Memo(512)
 _MEMO_MAX_LINE_BYTES = 1024
 
 
+def field_memo(limits: Limits) -> Memo:
+    """The memo of field blocks parsed under `limits` (one per set of limits)."""
+    memo = _field_memos.get(limits)
+    if memo is None:
+        memo = _field_memos.setdefault(limits, Memo(256))
+    return memo
+
+
 class RequestHead(NamedTuple):
     """A parsed request line and field block.
 
@@ -152,12 +160,11 @@ class RequestParser:
         "_memo",
     )
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS):
+    def __init__(self, limits: Limits = DEFAULT_LIMITS, memo: Memo | None = None):
         self._limits = limits
-        memo = _field_memos.get(limits)
-        if memo is None:  # (an empty Memo is falsy: no `or` here)
-            memo = _field_memos.setdefault(limits, Memo(256))
-        self._memo = memo
+        # The field blocks parsed under these limits (`field_memo`); the adapter passes its
+        # own, so a new connection costs no lookup.
+        self._memo = memo if memo is not None else field_memo(limits)
         self._buf = bytearray()
         self._state = _HEAD
         self._scanned = 0  # bytes of the buffer already checked for line endings
@@ -726,9 +733,10 @@ class HTTP:
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS):
         self.limits = limits
+        self._field_memo = field_memo(limits)
 
     def new_parser(self) -> RequestParser:
-        return RequestParser(self.limits)
+        return RequestParser(self.limits, self._field_memo)
 
     def response(self, request, parser, sink, keep_alive: bool) -> HttpResponse:
         return HttpResponse(request, parser, sink, keep_alive)

@@ -13,8 +13,9 @@ import itertools
 import os
 import re
 
-_CACHE_MAX = 1024  # peers remembered per process; bounded so a scan cannot grow it
-_cache: dict = {}
+from .memo import Memo
+
+_cache = Memo(1024)  # (peer, networks) -> allowed; bounded, so a scan cannot grow it
 
 
 def peer_in(host: str, networks) -> bool:
@@ -32,8 +33,7 @@ def peer_in(host: str, networks) -> bool:
         if ip.version == 6 and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         allowed = any(ip in net for net in networks)
-        if len(_cache) < _CACHE_MAX:
-            _cache[key] = allowed
+        _cache.remember(key, allowed)
     return allowed
 
 

@@ -58,9 +58,8 @@ _u16 = struct.Struct("<H")
 
 HEADER_SIZE = _header.size
 # Var names already checked (visible ASCII): nginx sends the same few dozen on every request.
-# Bounded, so a peer inventing names cannot grow it; past the bound names are checked each time.
-_KNOWN_NAMES: set = set()
-_KNOWN_NAMES_MAX = 1024
+# A Memo: a peer inventing names cannot grow it (it is emptied when full).
+_KNOWN_NAMES = Memo(1024)  # name -> True
 _COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
 MAX_PACKET_SIZE = 0xFFFF  # datasize is 16 bits, so no buffer-size can admit more
 DROPPED_PREFIX = "UWSGI_"
@@ -281,7 +280,7 @@ class UwsgiParser:
                 count += 1
         except IndexError:  # a size field cut by the block's end
             pos = -1
-        if pos != size or count != len(env) or not _KNOWN_NAMES.issuperset(env):
+        if pos != size or count != len(env) or not _KNOWN_NAMES.keys() >= env.keys():
             return self._read_vars_carefully(block, text)
         return env
 
@@ -314,8 +313,8 @@ class UwsgiParser:
         if env and not _var_names.fullmatch("\n".join(env)):
             bad = next(n for n in env if not _var_name.fullmatch(n))
             self._fail(f"var name {bad!r} is not visible ASCII")
-        if len(_KNOWN_NAMES) < _KNOWN_NAMES_MAX:
-            _KNOWN_NAMES.update(env)
+        for name in env:
+            _KNOWN_NAMES.remember(name, True)
         return env
 
     def _merge_duplicate(self, env: dict, name: str, value: str) -> None:

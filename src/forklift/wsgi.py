@@ -46,8 +46,7 @@ def _environ_key(name: bytes) -> str | None:
     return "HTTP_" + key
 
 
-_KEY_CACHE: dict = {}
-_KEY_CACHE_MAX = 512  # field names seen in the wild; bounded so junk names cannot grow it
+_KEY_CACHE = Memo(512)  # field name -> CGI key (None: dropped), for names seen before
 
 
 def base_environ(
@@ -99,9 +98,7 @@ def field_entries(headers) -> dict:
     for name, value in headers:
         key = cache.get(name, 0)
         if key == 0:
-            key = _environ_key(name)
-            if len(cache) < _KEY_CACHE_MAX:
-                cache[name] = key
+            key = cache.remember(name, _environ_key(name))
         if key is None:
             continue
         value = value.decode("latin-1")
