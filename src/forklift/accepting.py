@@ -47,14 +47,14 @@ class AcceptSide:
                 pass
 
     def _pause_accepting(self) -> None:
-        """Every thread has work (or no descriptor is left): leave clients in the queue."""
+        """Over the fair share (or no descriptor is left): leave clients in the queue."""
         if self._paused or not self.alive:
             return
         self._paused = True
         self._listen(False)
 
     def _resume_accepting(self) -> None:
-        if not self._paused or (self._pool is not None and self._pool.full):
+        if not self._paused:
             return
         self._over_share = self._holds_too_many()
         if self._over_share:

@@ -8,13 +8,12 @@ request thread too, but only when the loop saw the socket writable (`PUMP` items
 body or a file needs no app code and the loop sends it itself. A request thread is free as
 soon as the socket is full: the answer waits in the loop (FLUSH), holding at most
 `response_buffer` bytes plus one chunk. An answer abandoned (client gone, no progress for
---socket-timeout, worker exit) is closed in the loop's thread, once.
+--socket-timeout, worker exit) is closed by the loop (whichever thread runs it), once.
 
 It uses the worker's `config`, `app`, `hold`, `inline`, `alive`, `slot`, `busy`,
 `_track_busy`, `_note_current` (`current_start`, `current_environ`), `_record` (metrics),
 `access_log`, `_log_notable`, `_poller`, `_pool`, `_conn_flags` and its
-`_watch`, `_close`, `_reject`, `_linger`, `_after_request`, `_advance`, `_pause_accepting`,
-`retire`.
+`_watch`, `_close`, `_reject`, `_linger`, `_after_request`, `_advance`, `retire`.
 """
 
 from __future__ import annotations
@@ -199,7 +198,7 @@ class Answering:
     def _on_writable(self, conn) -> None:
         if not self.inline and conn.answer is not None and conn.answer.needs_app:
             conn.phase = BUSY  # a thread owns it now: the sweep leaves it alone
-            self._pool.submit((conn, PUMP), self._pause_accepting)
+            self._pool.submit((conn, PUMP))
             return
         if not self._continue_answer(conn):
             return

@@ -7,11 +7,14 @@ answers. A request goes one way: socket read → parser → `wsgi.build_environ`
 (`wsgi.run_app`) → the adapter's response → the connection's `sink.Sink` → socket.
 
 Why this shape: with threads = 1 the loop parses, calls the app and answers in one pass with
-no thread hand-off (the hand-off costs more than parsing). With threads > 1 the loop still
-owns every connection between requests (an idle keep-alive client never holds a thread);
-a thread owns a connection only while a request on it runs. Heads and whole bodies are
-read by the loop (`spool.Spool`), and what the kernel will not take of an answer is left to
-the loop (`outbox.pump`), so a slow client never ties up a thread or the worker.
+no thread hand-off (the hand-off costs more than parsing). With threads > 1 the request
+threads take turns at the same loop (`pool.Pool`, leader and followers): the thread that
+finds a request serves it, and another runs the loop meanwhile only when the app's requests
+wait. The loop owns every connection between requests (an idle keep-alive client never
+holds a thread); a thread owns a connection only while a request on it runs. Heads and
+whole bodies are read by the loop (`spool.Spool`), and what the kernel will not take of an
+answer is left to the loop (`outbox.pump`), so a slow client never ties up a thread or the
+worker.
 """
 
 from __future__ import annotations
@@ -99,12 +102,14 @@ class Worker(AcceptSide, Answering):
         # In the share from now, before "ready": the master may send traffic at once, and a
         # worker not yet counted would let the others take every client meanwhile.
         self._report_connections()
-        self._resume_wanted = False
+        self._accepting = True  # until stopping: then the listeners are closed to us
+        self._next_sweep = time.monotonic() + 1.0  # idle and slow connections' deadlines
+        self._next_balance = 0.0  # over the fair share: when to look again
         self._accept_again_at = 0.0  # after EMFILE: when to try accepting again
         self._drop_idle = False  # stopping with no successor: idle keep-alive clients too
         self._warned_dropped = set()
         self._pool = (
-            None if self.inline else Pool(config.threads, self._serve_in_thread, self._room)
+            None if self.inline else Pool(config.threads, self._turn, self._serve_in_thread)
         )
         for index, listener in enumerate(listeners):
             site = Site(listener, config, self.limits, multithread=not self.inline, index=index)
@@ -156,9 +161,9 @@ class Worker(AcceptSide, Answering):
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
-        """The event loop; returns when stopped and every connection is done."""
-        if self._pool is not None:
-            self._pool.start()
+        """The event loop; returns when stopped and every connection is done. With
+        --threads the request threads take turns at it (`pool.Pool`) and this thread waits,
+        free for the signal handlers."""
         if self.slot is not None or self.config.harakiri or self.metrics is not None:
             Watchdog(
                 self,
@@ -169,57 +174,58 @@ class Worker(AcceptSide, Answering):
                 self.metrics,
             ).start()
         self._listen(True)
-        poll = self._poller.poll
-        sites = self._sites
-        conns = self._conns
-        wake_r = self._wake_r
-        next_sweep = time.monotonic() + 1.0
-        accepting = True
-        next_balance = 0.0
         try:
-            while True:
-                if not self.alive:
-                    if accepting:
-                        self._stop_accepting()
-                        accepting = False
-                    if self._finished_draining():
-                        return
-                try:
-                    events = poll(BALANCE_RECHECK if self._over_share else 1.0)
-                except InterruptedError:
-                    continue
-                for fd, _ev in events:
-                    conn = conns.get(fd)
-                    if conn is not None:
-                        try:
-                            if conn.phase == FLUSH:
-                                self._on_writable(conn)
-                            else:
-                                self._on_readable(conn)
-                        except Exception:
-                            self._internal_error(conn)
-                    elif fd in sites:
-                        if accepting:
-                            self._accept(sites[fd])
-                    elif fd == wake_r:
-                        self._drain_wakeups()
-                        if self._resume_wanted:
-                            self._resume_wanted = False
-                            if accepting:
-                                self._resume_accepting()
-                now = time.monotonic()
-                if self._over_share and now >= next_balance and accepting:
-                    next_balance = now + BALANCE_RECHECK
-                    self._resume_accepting()
-                if self._accept_again_at and now >= self._accept_again_at:
-                    self._accept_again_at = 0.0
-                    if accepting:
-                        self._resume_accepting()
-                if now >= next_sweep:
-                    self._sweep(now)
-                    next_sweep = now + 1.0
+            if self._pool is None:
+                turn = self._turn
+                while turn():
+                    pass
+            else:
+                self._pool.start()
+                self._pool.join()
         finally:
             self._shutdown()
+
+    def _turn(self) -> bool:
+        """One round of the loop: wait for events (at most a second), handle them, then
+        the timers. False when the worker is done."""
+        if not self.alive:
+            if self._accepting:
+                self._stop_accepting()
+                self._accepting = False
+            if self._finished_draining():
+                return False
+        try:
+            events = self._poller.poll(BALANCE_RECHECK if self._over_share else 1.0)
+        except InterruptedError:
+            return True
+        conns = self._conns
+        for fd, _ev in events:
+            conn = conns.get(fd)
+            if conn is not None:
+                try:
+                    if conn.phase == FLUSH:
+                        self._on_writable(conn)
+                    else:
+                        self._on_readable(conn)
+                except Exception:
+                    self._internal_error(conn)
+            elif fd in self._sites:
+                if self._accepting:
+                    self._accept(self._sites[fd])
+            elif fd == self._wake_r:
+                self._drain_wakeups()
+        now = time.monotonic()
+        if self._over_share and now >= self._next_balance and self._accepting:
+            self._next_balance = now + BALANCE_RECHECK
+            self._resume_accepting()
+        if self._accept_again_at and now >= self._accept_again_at:
+            self._accept_again_at = 0.0
+            if self._accepting:
+                self._resume_accepting()
+        if now >= self._next_sweep:
+            self._sweep(now)
+            self._next_sweep = now + 1.0
+        return True
 
     def orphaned(self) -> None:
         """The master died (the watchdog noticed): no successor will take our clients, so
@@ -373,9 +379,7 @@ class Worker(AcceptSide, Answering):
         conn.phase = BUSY
         if self.inline or in_thread:
             return self._serve(conn, streaming) and self._after_request(conn)
-        # Every thread has work: leave new connections in the shared queue for a worker
-        # that can serve them now (and that is not the one that may crash).
-        self._pool.submit((conn, streaming), self._pause_accepting)
+        self._pool.submit((conn, streaming))  # the leading thread serves it after this turn
         return False
 
     def _serve_in_thread(self, item) -> None:
@@ -390,12 +394,6 @@ class Worker(AcceptSide, Answering):
                 self._advance(conn, in_thread=True)
         except Exception:
             self._internal_error(conn)
-
-    def _room(self) -> None:
-        """A pool thread is free again (called from it): the loop may accept again."""
-        if self._paused:
-            self._resume_wanted = True
-            self._wake()
 
     def _internal_error(self, conn) -> None:
         """A bug of ours on one connection: log it, drop that connection, keep serving."""

@@ -235,6 +235,32 @@ class TestConcurrency:
         assert max(a["started"] for a in answers) < first_end, "the four requests did not overlap"
         assert len({a["thread"] for a in answers}) == 4
 
+    def test_a_request_that_waits_does_not_hold_the_loop_of_an_app_that_computes(self, servers):
+        # Quick requests first: the threads measure an app that computes and keep the lead
+        # while serving (no hand-off). Then one request waits 3 s; another client must be
+        # answered meanwhile, by the thread that takes the lead from the waiting one.
+        server = servers.get("slow:app", "--threads", "2", "--processes", "1")
+        for _ in range(40):
+            assert _json(server.exchange(request("GET", "/?s=0")))["slept"] == 0
+        slow: list = []
+        waiter = threading.Thread(
+            target=lambda: slow.append(_json(server.exchange(request("GET", "/?s=3")))),
+            daemon=True,
+        )
+        waiter.start()
+        quick = []  # (the app's start, when its answer came), until the slow one is answered
+        for _ in range(200):
+            if slow:
+                break
+            answer = _json(server.exchange(request("GET", "/?s=0")))
+            quick.append((answer["started"], time.monotonic()))
+        waiter.join(10)
+        assert slow, "the slow request was not answered"
+        slow_start = slow[0]["started"]
+        slow_end = slow_start + slow[0]["slept"]
+        during = [got for started, got in quick if slow_start < started and got < slow_end]
+        assert during, "no other client was answered while one request waited"
+
     def test_a_client_that_stops_reading_holds_one_thread_only(self, servers):
         # With --threads 1 the inline loop is blocked while it writes to such a client (up
         # to --socket-timeout); with a pool, the others are served meanwhile.
