@@ -73,6 +73,7 @@ class Pool:
         self.cpu_share = 1.0  # moving average over requests that ran alone
         self._samples = 0
         self._probe_at = 0.0
+        self._said = None  # the last verdict written to the log
         self.steals = 0  # leads taken by the deputy from a leader that served
         self.handovers = 0  # leads given to a follower before serving
 
@@ -174,9 +175,21 @@ class Pool:
             self.cpu_share = share
         else:
             self.cpu_share += (share - self.cpu_share) / _SAMPLES
-        if self._samples >= _SAMPLES and self.cpu_share < COMPUTES:
+        if self._samples < _SAMPLES:
+            return
+        computes = self.cpu_share >= COMPUTES
+        if not computes:
             self.keep = False
             self._probe_at = now + PROBE
+        if computes is not self._said:  # a change, not every probe: one line each
+            self._said = computes
+            error_log.info(
+                "request threads: the app %s (its requests are %.0f%% on a CPU)",
+                "computes: one thread serves at a time, another leads while a request waits"
+                if computes
+                else "waits: each request gets its own thread",
+                100 * self.cpu_share,
+            )
 
     def _wait_for_lead(self, me: int) -> bool:
         """Block until this thread leads (True) or the worker is done (False)."""

@@ -8,6 +8,7 @@ computes for long, does not hold the loop; the loop ending ends every thread.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -78,7 +79,8 @@ def finish(feed, pool) -> None:
     assert not joined.is_alive(), "the pool did not end after its loop said done"
 
 
-def test_an_app_that_computes_is_served_by_one_thread_without_a_hand_off():
+def test_an_app_that_computes_is_served_by_one_thread_without_a_hand_off(caplog):
+    caplog.set_level(logging.INFO)
     served, threads = [], set()
 
     def serve(item):
@@ -94,10 +96,12 @@ def test_an_app_that_computes_is_served_by_one_thread_without_a_hand_off():
     assert pool.keep and pool.cpu_share > pool_module.COMPUTES
     assert pool.handovers == 0 and pool.steals == 0
     assert len(threads) == 1  # the leader served every request itself
+    assert caplog.text.count("request threads: the app computes") == 1
     finish(feed, pool)
 
 
-def test_an_app_that_waits_is_served_by_every_thread_at_once():
+def test_an_app_that_waits_is_served_by_every_thread_at_once(caplog):
+    caplog.set_level(logging.INFO)
     lock = threading.Lock()
     state = {"now": 0, "most": 0, "served": 0}
 
@@ -121,6 +125,7 @@ def test_an_app_that_waits_is_served_by_every_thread_at_once():
     assert state["most"] == 4, f"at most {state['most']} requests waited at once"
     assert not pool.keep and pool.cpu_share < pool_module.COMPUTES
     assert pool.handovers > 0
+    assert "request threads: the app waits: each request gets its own thread" in caplog.text
     assert wait_for(lambda: state["served"] == sent)
     finish(feed, pool)
 
