@@ -18,7 +18,7 @@ import select
 import socket
 import time
 
-from .connection import Connection
+from .connection import BUSY, Connection
 from .log import error_log
 from .sink import Sink
 
@@ -82,8 +82,9 @@ class AcceptSide:
         now = time.monotonic()
         deadline = now + self.config.head_timeout
         counts, slot_index = self._counts, self._slot_index
+        pool = self._pool
         for _ in range(64):  # bounded, so one busy listener cannot starve the others
-            if not self.alive or self._paused:
+            if not self.alive or self._paused or (pool is not None and pool.stocked):
                 return  # retired or full during this batch: leave the rest to others
             if len(self._conns) >= _SLACK and self._holds_too_many():
                 self._over_share = True
@@ -119,21 +120,21 @@ class AcceptSide:
             self._conns[conn.fd] = conn
             if counts is not None:
                 counts[slot_index] = len(self._conns)  # the fair share's input, no call
-            if conn.prelude is not None or not self.inline:
+            if conn.prelude is not None:
                 try:
                     self._watch(conn, self._conn_flags)
                 except OSError:
                     self._close(conn)
                     continue
-            if self.inline or conn.prelude is not None:
-                # Read now: what the client sends first often arrives with the connection
-                # (nginx and most clients send at once). A plain connection enters the epoll
-                # set only if it outlives its first answer.
-                try:
-                    self._on_readable(conn)
-                except Exception:
-                    self._internal_error(conn)
-            if conn.fd >= 0 and not conn.watched:
+            # Read now: what the client sends first often arrives with the connection (nginx
+            # and most clients send at once). A plain connection enters the epoll set only
+            # when it waits: for bytes, or for its answer to leave, or after its first answer.
+            # A request queued for this turn's thread (--threads, BUSY) is handed back by it.
+            try:
+                self._on_readable(conn)
+            except Exception:
+                self._internal_error(conn)
+            if conn.fd >= 0 and not conn.watched and conn.phase != BUSY:
                 try:
                     self._watch(conn, self._conn_flags)
                 except OSError:

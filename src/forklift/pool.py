@@ -13,9 +13,11 @@ leads meanwhile is measured, not configured:
 - keep (the app computes: CPU time over wall time of requests that ran alone is at least
   `COMPUTES`): the leader keeps the lead while it serves, as an inline worker does, and no
   request changes thread. A follower, the deputy, looks every `CHECK` seconds: once the
-  leader's request has run for `CHECK` using less than `COMPUTES` of it on the CPU (it
-  waits: a database, a remote call), or for `LONG` whatever it does, the deputy takes the
-  lead. One waiting request never holds the worker's other clients longer than that.
+  leader's request has spent most of a `CHECK` neither on a CPU nor queued for one (it
+  waits: a database, a remote call; the kernel's schedstat says), or has run for `LONG`
+  whatever it does, the deputy takes the lead. A waiting request holds the worker's other
+  clients for about two `CHECK`s at most. Why not look more often: each look takes the GIL
+  from the leader, two context switches; every 2 ms cost 3% of the requests.
 - hand over (the app waits): the leader gives the lead to an idle follower before it serves,
   so as many requests wait at once as there are threads. Every `PROBE` seconds the pool
   keeps the lead again and measures a few requests (each rescued by the deputy).
@@ -32,12 +34,13 @@ from collections import deque
 
 from .log import error_log
 
-CHECK = 0.002  # how often the deputy looks at a leader that serves
+CHECK = 0.005  # how often the deputy looks at a leader that serves
 LONG = 0.02  # a request that computes longer than this lets the deputy lead all the same
 PROBE = 1.0  # seconds of handing over before measuring again
 IDLE = 1.0  # no request for this long: the deputy sleeps until the next one starts
 COMPUTES = 0.5  # CPU share of a request's wall time at which the app is deemed to compute
 _SAMPLES = 8  # requests that ran alone before the measure decides
+_MEASURE_MASK = 7  # once decided, one request in 8 is measured (two clock system calls)
 _monotonic = time.monotonic
 _thread_time = time.thread_time
 
@@ -60,12 +63,11 @@ class Pool:
         self._deputy = 0
         self._deputy_asleep = False
         self._idle = 0  # threads waiting for the lead
-        # The leader serving while it leads: since when, its CPU clock and reading then.
+        # The leader serving while it leads: since when, and its thread (for the deputy).
         self._since = 0.0
         self._clock = 0
         self._tid = 0
-        self._cpu0 = 0.0
-        self._sched0 = (0.0, 0.0, 0, 0)  # the deputy's first look: (since, when, ran, queued)
+        self._look = (0.0, 0.0, 0, 0)  # the deputy's first look: (since, when, ran, queued)
         self._serving = 0
         self._starts = 0
         self._last_start = 0.0
@@ -80,6 +82,12 @@ class Pool:
     def submit(self, item) -> None:
         """Serve `item` after this turn (called by the leader, from `turn`)."""
         self._ready.append(item)
+
+    @property
+    def stocked(self) -> bool:
+        """The leader has found work enough for every thread this turn: it stops accepting
+        until that is served, and leaves the clients still queued to other workers."""
+        return len(self._ready) >= self.size
 
     def start(self) -> None:
         for i in range(self.size):
@@ -131,20 +139,17 @@ class Pool:
             with cond:
                 now = _monotonic()
                 self._serving += 1
-                self._starts += 1
-                starts = self._starts
+                self._starts = starts = self._starts + 1
                 alone = self._serving == 1
                 self._last_start = now
                 if not self.keep and now >= self._probe_at:
                     self.keep = True  # measure again
                     self._samples = 0
-                keep = self.keep or self._idle == 0
-                cpu0 = _thread_time()
+                keep = self.keep or not self._idle
                 if keep:
                     self._since = now
                     self._clock = clock
                     self._tid = tid
-                    self._cpu0 = cpu0
                     if self._deputy_asleep:
                         self._deputy_asleep = False
                         cond.notify_all()
@@ -152,17 +157,22 @@ class Pool:
                     self._leader = 0
                     self.handovers += 1
                     cond.notify()
+                measure = (
+                    alone and self.keep and (self._samples < _SAMPLES or not starts & _MEASURE_MASK)
+                )
+            cpu0 = _thread_time() if measure else 0.0
             try:
                 serve(item)
             except Exception:
                 # `serve` handles the request's own failures; this is a bug of ours, and a
                 # thread lost to it would shrink the pool for good: log it and go on.
                 error_log.exception("request thread: unexpected error; serving on")
-            cpu = _thread_time() - cpu0
-            wall = _monotonic() - now
+            if measure:
+                cpu = _thread_time() - cpu0
+                wall = _monotonic() - now
             with cond:
                 self._serving -= 1
-                if alone and self.keep and self._starts == starts and wall > 0:
+                if measure and self._starts == starts and wall > 0:
                     self._measured(cpu / wall, now + wall)
                 if not keep or self._leader != me:
                     return True  # handed over, or taken by the deputy: follow
@@ -237,36 +247,27 @@ class Pool:
         elapsed = now - self._since
         if elapsed < CHECK:
             return False
-        share = (time.clock_gettime(self._clock) - self._cpu0) / elapsed
-        if elapsed < LONG and (share >= COMPUTES or not self._waits(now)):
+        ran, queued = self._account()
+        since, then, ran0, queued0 = self._look
+        if since != self._since:  # the first look at this request: only a baseline
+            self._look = (self._since, now, ran, queued)
+            return elapsed >= LONG
+        span = now - then
+        share = (ran - ran0) / 1e9 / span
+        # Neither on a CPU nor queued for one: a leader the kernel would not run anyway
+        # (a busy machine) is not waiting, and taking its lead would only add a thread
+        # fighting for the GIL.
+        waited = span - (ran - ran0 + queued - queued0) / 1e9
+        if waited < span * (1.0 - COMPUTES) and elapsed < LONG:
             return False
         self._measured(share, now)
         return True
 
-    def _waits(self, now: float) -> bool:
-        """A leader that used little CPU either waits (for a database, say) or was not
-        given a CPU (a busy machine): the kernel's account of the thread (on a CPU, queued
-        for one) over the last `CHECK` tells them apart. Stealing the lead from a thread that
-        only queued would add a thread to fight for the GIL and gain nothing."""
-        sample = _schedstat(self._tid)
-        if sample is None:
-            return True  # no account (a kernel without schedstat): believe the clock
-        since, then, ran0, queued0 = self._sched0
-        if since != self._since:  # the first look at this request: only a baseline
-            self._sched0 = (self._since, now, *sample)
-            return False
-        span = now - then
-        if span < CHECK:
-            return False
-        waited = span - (sample[0] - ran0 + sample[1] - queued0) / 1e9
-        return waited >= span * (1.0 - COMPUTES)
-
-
-def _schedstat(tid: int):
-    """(ns on a CPU, ns runnable but queued) of one of our threads, or None."""
-    try:
-        with open(f"/proc/self/task/{tid}/schedstat", "rb") as f:
-            ran, queued = f.read().split()[:2]
-        return int(ran), int(queued)
-    except (OSError, ValueError):
-        return None
+    def _account(self):
+        """(ns on a CPU, ns runnable but queued) of the leader's thread so far."""
+        try:
+            with open(f"/proc/self/task/{self._tid}/schedstat", "rb") as f:
+                ran, queued = f.read().split()[:2]
+            return int(ran), int(queued)
+        except (OSError, ValueError):  # no schedstat in this kernel: its CPU clock alone
+            return int(time.clock_gettime(self._clock) * 1e9), 0

@@ -410,7 +410,7 @@ class Worker(AcceptSide, Answering):
             return
         if in_thread or not self.inline:
             try:
-                self._poller.modify(conn.fd, self._conn_flags)
+                self._watch(conn, self._conn_flags)  # its first wait adds it to the set
             except OSError:
                 self._close(conn)
 

@@ -193,3 +193,11 @@ def test_the_loop_ending_ends_every_thread():
     feed.arrivals.put("x")
     finish(feed, pool)
     assert wait_for(lambda: not any(t.is_alive() for t in pool._threads))
+
+
+def test_the_loop_stops_accepting_once_every_thread_has_work_this_turn():
+    pool = Pool(3, lambda: False, lambda item: None)
+    for item in range(3):
+        assert not pool.stocked  # the accept loop goes on: a thread would be idle
+        pool.submit(item)
+    assert pool.stocked  # three requests for three threads: leave the rest to others
