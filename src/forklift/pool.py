@@ -54,7 +54,8 @@ class Pool:
         self._turn = turn
         self._serve = serve
         self._ready = deque()  # items the loop found; only the leader touches it
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # `with` on it directly: Condition's own is Python code
+        self._cond = threading.Condition(self._lock)
         self._threads = []
         self._done = False
         self._error = None  # a bug in the loop: raised again by join()
@@ -129,6 +130,7 @@ class Pool:
         (True), or the worker is done (False)."""
         ready = self._ready
         cond = self._cond
+        lock = self._lock
         serve = self._serve
         while True:
             if not ready:
@@ -136,7 +138,7 @@ class Pool:
                     return False
                 continue
             item = ready.popleft()
-            with cond:
+            with lock:
                 now = _monotonic()
                 self._serving += 1
                 self._starts = starts = self._starts + 1
@@ -170,7 +172,7 @@ class Pool:
             if measure:
                 cpu = _thread_time() - cpu0
                 wall = _monotonic() - now
-            with cond:
+            with lock:
                 self._serving -= 1
                 if measure and self._starts == starts and wall > 0:
                     self._measured(cpu / wall, now + wall)
