@@ -285,8 +285,8 @@ SERVERS = [
     ),
     Server(
         "forklift-t4",
-        "`--processes 2 --threads 4` (a thread pool per worker), otherwise as forklift; "
-        "gameprogress only",
+        "`--processes 2 --threads 4` (4 request threads per worker, taking turns at its "
+        "loop), otherwise as forklift; gameprogress only",
         _forklift(4),
         "uwsgi",
         apps=("gameprogress",),

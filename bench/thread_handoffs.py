@@ -1,14 +1,14 @@
-"""Why `--threads 4` costs more CPU per request than `--threads 1` on the gameprogress mix:
+"""What `--threads 4` costs against `--threads 1` on the gameprogress mix: requests/s, CPU and
 context switches per request, counted from /proc, for each setting in turn.
 
-    bench/.venv/bin/python bench/thread_handoffs.py [--processes 1] [--connections 16]
+    bench/.venv/bin/python bench/thread_handoffs.py [--processes 1] [--connections 16] [--close]
 
 forklift serves gameprogress (SQLite in /dev/shm, seeded as bench/run seeds it) to wrk with
 bench/gameprogress.lua; after a warm-up, the CPU time and the context switches (voluntary and
 not, summed over every thread of the master and its workers) over a measured run are divided
 by the requests wrk completed. A switch is a thread handing the GIL or the CPU to another:
-with threads, the sqlite3 module and the sockets release the GIL on every call, and another
-runnable thread takes it.
+the sqlite3 module and the sockets release the GIL on every call, and any other runnable
+thread takes it; the request threads keep one at work while the app computes (pool.py).
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ def measure(threads, args, db, workdir, started) -> str:
         b.wait_answer(port, f"/deviceId={b.ID_PREFIX}00000", b.check_gameprogress, proc)
         url = f"http://{b.HOST}:{port}/"
         wrk = ["wrk", "-t1", f"-c{args.connections}", "-s", str(b.LUA), url]
+        if args.close:  # one request per connection, as nginx's uwsgi_pass makes them
+            wrk[3:3] = ["-H", "Connection: close"]
         wrk += ["--", str(b.DEVICES), b.ID_PREFIX]
         b.run_wrk([*wrk[:3], "-d1s", *wrk[3:]], 1)  # warm-up
         pids = list(b.process_tree(proc.pid))
@@ -75,13 +77,16 @@ def main() -> int:
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--threads", default="1,4")
+    p.add_argument("--close", action="store_true", help="send Connection: close")
     args = p.parse_args()
     started = b.Started()
     with tempfile.TemporaryDirectory(prefix="forklift-handoffs-", dir="/dev/shm") as tmp:
         workdir = Path(tmp)
         db = workdir / "gameprogress.db"
         b.seed_database(db, workdir, started, lambda line: print(line, file=sys.stderr))
-        print(f"`--processes {args.processes}`, wrk -c{args.connections}, {args.duration:g} s")
+        close = ", `Connection: close`" if args.close else ""
+        wrk = f"wrk -c{args.connections}{close}, {args.duration:g} s"
+        print(f"`--processes {args.processes}`, {wrk}")
         print()
         print("| --threads | req/s | CPU per request | context switches per request |")
         print("|---:|---:|---:|---:|")
