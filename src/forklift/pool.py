@@ -28,6 +28,7 @@ nobody runs the loop, so nobody accepts, and new clients stay queued for other w
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import deque
@@ -54,14 +55,18 @@ class Pool:
         self._turn = turn
         self._serve = serve
         self._ready = deque()  # items the loop found; only the leader touches it
-        self._lock = threading.Lock()  # `with` on it directly: Condition's own is Python code
-        self._cond = threading.Condition(self._lock)
+        # One lock over the state below; each thread sleeps on its own wake-up queue (C code
+        # both ways: a threading.Condition's wait and notify are Python, ~10 calls each, and
+        # an app that waits hands the lead over on every request).
+        self._lock = threading.Lock()
+        self._waiting = deque()  # wake-up queues of the followers that are not the deputy
         self._threads = []
         self._done = False
         self._error = None  # a bug in the loop: raised again by join()
         self.finished = threading.Event()
         self._leader = 0  # thread ident; 0: nobody leads
         self._deputy = 0
+        self._deputy_wake = None
         self._deputy_asleep = False
         self._idle = 0  # threads waiting for the lead
         # The leader serving while it leads: since when, and its thread (for the deputy).
@@ -105,9 +110,12 @@ class Pool:
 
     def stop(self) -> None:
         """Every thread ends after its current item (they are daemons: not joined)."""
-        with self._cond:
+        with self._lock:
             self._done = True
-            self._cond.notify_all()
+            while self._waiting:
+                self._waiting.popleft().put(None)
+            if self._deputy:
+                self._deputy_wake.put(None)
         self.finished.set()
 
     # -- a thread's life ---------------------------------------------------------------------
@@ -115,7 +123,8 @@ class Pool:
         me = threading.get_ident()
         clock = time.pthread_getcpuclockid(me)
         tid = threading.get_native_id()
-        while self._wait_for_lead(me):
+        wake = queue.SimpleQueue()  # a token here: look again (the lead may be free)
+        while self._wait_for_lead(me, wake):
             try:
                 if self._lead(me, clock, tid):
                     continue
@@ -129,7 +138,6 @@ class Pool:
         """Run the loop and serve what it finds until the lead is given away or taken
         (True), or the worker is done (False)."""
         ready = self._ready
-        cond = self._cond
         lock = self._lock
         serve = self._serve
         while True:
@@ -152,13 +160,13 @@ class Pool:
                     self._since = now
                     self._clock = clock
                     self._tid = tid
-                    if self._deputy_asleep:
+                    if self._deputy_asleep:  # it has a request to watch now
                         self._deputy_asleep = False
-                        cond.notify_all()
+                        self._deputy_wake.put(None)
                 else:
                     self._leader = 0
                     self.handovers += 1
-                    cond.notify()
+                    self._wake_one()
                 measure = (
                     alone and self.keep and (self._samples < _SAMPLES or not starts & _MEASURE_MASK)
                 )
@@ -203,41 +211,57 @@ class Pool:
                 100 * self.cpu_share,
             )
 
-    def _wait_for_lead(self, me: int) -> bool:
+    def _wait_for_lead(self, me: int, wake) -> bool:
         """Block until this thread leads (True) or the worker is done (False)."""
-        cond = self._cond
-        with cond:
-            self._idle += 1
-            try:
-                while True:
-                    if self._done:
-                        return False
-                    if not self._leader:
+        lock = self._lock
+        lock.acquire()
+        self._idle += 1
+        try:
+            while True:
+                if self._done:
+                    return False
+                if not self._leader:
+                    break
+                if not self._deputy:
+                    self._deputy = me
+                    self._deputy_wake = wake
+                timeout = None
+                if self._deputy != me:
+                    self._waiting.append(wake)  # until a hand-over pops it
+                elif self._since:
+                    if self._stuck():
+                        self.steals += 1
                         break
-                    if not self._deputy:
-                        self._deputy = me
-                    if self._deputy != me:
-                        cond.wait()
-                        continue
-                    if self._since:
-                        if self._stuck():
-                            self.steals += 1
-                            break
-                        cond.wait(CHECK)
-                    elif _monotonic() - self._last_start < IDLE:
-                        cond.wait(CHECK)
-                    else:  # nothing to watch: wake when a request starts (one notify)
-                        self._deputy_asleep = True
-                        cond.wait()
-                        self._deputy_asleep = False
-                self._leader = me
-                self._since = 0.0
-                if self._deputy == me:
-                    self._deputy = 0
-                    cond.notify()  # another follower becomes the deputy
-                return True
-            finally:
-                self._idle -= 1
+                    timeout = CHECK
+                elif _monotonic() - self._last_start < IDLE:
+                    timeout = CHECK
+                else:  # nothing to watch: a token comes when a request starts
+                    self._deputy_asleep = True
+                lock.release()
+                try:
+                    wake.get(timeout=timeout)
+                except queue.Empty:
+                    pass
+                finally:
+                    lock.acquire()
+            self._leader = me
+            self._since = 0.0
+            if self._deputy == me:
+                self._deputy = 0
+                self._deputy_asleep = False
+                self._wake_one()  # another follower becomes the deputy
+            return True
+        finally:
+            self._idle -= 1
+            lock.release()
+
+    def _wake_one(self) -> None:
+        """Wake a follower to take the free lead (or the deputy's post); under the lock."""
+        if self._waiting:
+            self._waiting.popleft().put(None)
+        elif self._deputy:
+            self._deputy_asleep = False
+            self._deputy_wake.put(None)
 
     def _stuck(self) -> bool:
         """The leader, serving, holds the loop for no good reason (called by the deputy).
