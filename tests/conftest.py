@@ -79,15 +79,15 @@ def pytest_collection_modifyitems(config, items):
                 unmet[c] = not CONDITIONS[c][0]()
         missing = [CONDITIONS[c][1] for c in conditions if unmet[c]]
         if missing:
-            reason = f"this machine lacks {', '.join(missing)}"
-            item.add_marker(pytest.mark.skip(reason=reason))
+            lacks = ", ".join(missing)
+            item.add_marker(pytest.mark.skip(reason=f"this machine lacks {lacks}"))
             _skipped_for_conditions.append((item.nodeid, missing))
             continue
         lacking = sorted(set(wanted) & absent)
         if lacking:
             packages = sorted({system_tools.TOOLS[t][0] for t in lacking})
-            reason = f"not installed here: {', '.join(packages)} (apt-get install)"
-            item.add_marker(pytest.mark.skip(reason=reason))
+            tools = ", ".join(packages)
+            item.add_marker(pytest.mark.skip(reason=f"not installed here: {tools} (apt-get)"))
             _skipped_for_tools.append((item.nodeid, packages))
 
 

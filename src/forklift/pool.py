@@ -69,7 +69,7 @@ class Pool:
         self._deputy_wake = None
         self._deputy_asleep = False
         self._idle = 0  # threads waiting for the lead
-        # The leader serving while it leads: since when, and its thread (for the deputy).
+        # The leader's thread (CPU clock, kernel task) and, while it serves, since when.
         self._since = 0.0
         self._clock = 0
         self._tid = 0
@@ -124,9 +124,9 @@ class Pool:
         clock = time.pthread_getcpuclockid(me)
         tid = threading.get_native_id()
         wake = queue.SimpleQueue()  # a token here: look again (the lead may be free)
-        while self._wait_for_lead(me, wake):
+        while self._wait_for_lead(me, wake, clock, tid):
             try:
-                if self._lead(me, clock, tid):
+                if self._lead(me):
                     continue
             except Exception as exc:  # a bug in the loop itself: the worker cannot go on
                 error_log.exception("worker loop: unexpected error")
@@ -134,7 +134,7 @@ class Pool:
             self.stop()
             return
 
-    def _lead(self, me: int, clock: int, tid: int) -> bool:
+    def _lead(self, me: int) -> bool:
         """Run the loop and serve what it finds until the lead is given away or taken
         (True), or the worker is done (False)."""
         ready = self._ready
@@ -158,8 +158,6 @@ class Pool:
                 keep = self.keep or not self._idle
                 if keep:
                     self._since = now
-                    self._clock = clock
-                    self._tid = tid
                     if self._deputy_asleep:  # it has a request to watch now
                         self._deputy_asleep = False
                         self._deputy_wake.put(None)
@@ -211,8 +209,9 @@ class Pool:
                 100 * self.cpu_share,
             )
 
-    def _wait_for_lead(self, me: int, wake) -> bool:
-        """Block until this thread leads (True) or the worker is done (False)."""
+    def _wait_for_lead(self, me: int, wake, clock: int, tid: int) -> bool:
+        """Block until this thread leads (True) or the worker is done (False). `clock`
+        and `tid` name the thread's CPU clock and kernel task, for the deputy's looks."""
         lock = self._lock
         lock.acquire()
         self._idle += 1
@@ -245,6 +244,8 @@ class Pool:
                 finally:
                     lock.acquire()
             self._leader = me
+            self._clock = clock
+            self._tid = tid
             self._since = 0.0
             if self._deputy == me:
                 self._deputy = 0

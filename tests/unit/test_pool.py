@@ -28,11 +28,13 @@ class Feed:
         self.closed = threading.Event()
         self.pool = None
         self.turn_threads = set()
+        self.turn_log = []  # one entry per turn
 
     def turn(self) -> bool:
         if self.closed.is_set():
             return False
         self.turn_threads.add(threading.get_ident())
+        self.turn_log.append(None)
         try:
             item = self.arrivals.get(timeout=0.005)
         except queue.Empty:
@@ -201,3 +203,30 @@ def test_the_loop_stops_accepting_once_every_thread_has_work_this_turn():
         assert not pool.stocked  # the accept loop goes on: a thread would be idle
         pool.submit(item)
     assert pool.stocked  # three requests for three threads: leave the rest to others
+
+
+def test_with_every_thread_serving_nobody_runs_the_loop():
+    """Back-pressure: a worker whose threads all have a request accepts nothing more, so new
+    clients stay queued for other workers. The last free thread keeps the lead while it
+    serves (there is nobody to hand it to), and no turn runs until a request ends."""
+    release = threading.Event()
+    started = []
+
+    def serve(item):
+        started.append(item)
+        release.wait(10)
+
+    feed, pool = make_pool(2, serve)
+    pool.keep = False  # as for an app measured to wait: the lead is handed over when it can
+    pool._probe_at = time.monotonic() + 60
+    feed.arrivals.put("a")
+    feed.arrivals.put("b")
+    assert wait_for(lambda: len(started) == 2)
+    assert wait_for(lambda: pool._since > 0)  # the lead is held by a thread that serves
+    turns = len(feed.turn_log)
+    feed.arrivals.put("c")
+    assert not release.wait(0.1)  # the loop gets no turn in that time
+    assert len(feed.turn_log) == turns and started == ["a", "b"]
+    release.set()
+    assert wait_for(lambda: started == ["a", "b", "c"])
+    finish(feed, pool)
