@@ -339,7 +339,12 @@ class Worker(AcceptSide, Answering):
                 if event.dropped:
                     self._warn_dropped(conn.site.protocol, event.dropped)
                 if not event.has_body:
-                    continue  # the EndOfMessage follows at once
+                    # Complete already: run it without asking for the EndOfMessage event
+                    # (the parser counts the message complete, and the next request starts
+                    # after the answer as after any other).
+                    if self._run_request(conn, in_thread, streaming=False):
+                        continue
+                    return
                 if not self.stream_bodies:
                     self._start_spool(conn, event)
                 elif event.expect_continue or (
