@@ -12,12 +12,16 @@ leads meanwhile is measured, not configured:
 
 - keep (the app computes: CPU time over wall time of requests that ran alone is at least
   `COMPUTES`): the leader keeps the lead while it serves, as an inline worker does, and no
-  request changes thread. A follower, the deputy, looks every `CHECK` seconds: once the
-  leader's request has spent most of a `CHECK` neither on a CPU nor queued for one (it
-  waits: a database, a remote call; the kernel's schedstat says), or has run for `LONG`
-  whatever it does, the deputy takes the lead. A waiting request holds the worker's other
-  clients for about two `CHECK`s at most. Why not look more often: each look takes the GIL
-  from the leader, two context switches; every 2 ms cost 3% of the requests.
+  request changes thread. A follower, the deputy, looks at the leader's request: once it
+  has spent most of a `CHECK` neither on a CPU nor queued for one (it waits: a database, a
+  remote call; the kernel's schedstat says), or has run for `LONG` whatever it does, the
+  deputy takes the lead. It looks every `CALM` seconds, and every `CHECK` at a request it
+  has looked at once and for `ALERT` seconds after it took the lead: a waiting request holds
+  the worker's other clients for `CALM` + `CHECK` at most, two `CHECK`s once requests have
+  waited lately. Why not look every `CHECK` always: each look takes the GIL from the
+  leader, which then blocks on its return from the next system call, several times per
+  look; on gameprogress, looks every 5 ms cost the leader 0.27 context switches per request
+  (every 2 ms, 3% of the requests), every 20 ms 0.07.
 - hand over (the app waits): the leader gives the lead to an idle follower before it serves,
   so as many requests wait at once as there are threads. Every `PROBE` seconds the pool
   keeps the lead again and measures a few requests (each rescued by the deputy).
@@ -28,6 +32,7 @@ nobody runs the loop, so nobody accepts, and new clients stay queued for other w
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -35,7 +40,9 @@ from collections import deque
 
 from .log import error_log
 
-CHECK = 0.005  # how often the deputy looks at a leader that serves
+CHECK = 0.005  # how often the deputy looks at a leader that serves, once alert
+CALM = 0.02  # how often it looks while no request has waited or run long for ALERT seconds
+ALERT = 10.0  # after a lead taken from a serving leader, the deputy looks every CHECK this long
 LONG = 0.02  # a request that computes longer than this lets the deputy lead all the same
 PROBE = 1.0  # seconds of handing over before measuring again
 IDLE = 1.0  # no request for this long: the deputy sleeps until the next one starts
@@ -72,8 +79,9 @@ class Pool:
         # The leader's thread (CPU clock, kernel task) and, while it serves, since when.
         self._since = 0.0
         self._clock = 0
-        self._tid = 0
+        self._stat_fd = -1
         self._look = (0.0, 0.0, 0, 0)  # the deputy's first look: (since, when, ran, queued)
+        self._alert_until = 0.0  # the deputy looks every CHECK until then, else every CALM
         self._serving = 0
         self._starts = 0
         self._last_start = 0.0
@@ -122,17 +130,26 @@ class Pool:
     def _run(self) -> None:
         me = threading.get_ident()
         clock = time.pthread_getcpuclockid(me)
-        tid = threading.get_native_id()
+        # The kernel's account of this thread, opened once: each look is then one pread,
+        # where open/read/close were six system calls, each letting the GIL go to and fro.
+        try:
+            stat_fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+        except OSError:  # no schedstat in this kernel: the CPU clock alone
+            stat_fd = -1
         wake = queue.SimpleQueue()  # a token here: look again (the lead may be free)
-        while self._wait_for_lead(me, wake, clock, tid):
-            try:
-                if self._lead(me):
-                    continue
-            except Exception as exc:  # a bug in the loop itself: the worker cannot go on
-                error_log.exception("worker loop: unexpected error")
-                self._error = exc
-            self.stop()
-            return
+        try:
+            while self._wait_for_lead(me, wake, clock, stat_fd):
+                try:
+                    if self._lead(me):
+                        continue
+                except Exception as exc:  # a bug in the loop itself: the worker cannot go on
+                    error_log.exception("worker loop: unexpected error")
+                    self._error = exc
+                self.stop()
+                return
+        finally:
+            if stat_fd >= 0:
+                os.close(stat_fd)
 
     def _lead(self, me: int) -> bool:
         """Run the loop and serve what it finds until the lead is given away or taken
@@ -209,9 +226,9 @@ class Pool:
                 100 * self.cpu_share,
             )
 
-    def _wait_for_lead(self, me: int, wake, clock: int, tid: int) -> bool:
+    def _wait_for_lead(self, me: int, wake, clock: int, stat_fd: int) -> bool:
         """Block until this thread leads (True) or the worker is done (False). `clock`
-        and `tid` name the thread's CPU clock and kernel task, for the deputy's looks."""
+        and `stat_fd` (its schedstat, or -1) are the thread's, for the deputy's looks."""
         lock = self._lock
         lock.acquire()
         self._idle += 1
@@ -230,10 +247,11 @@ class Pool:
                 elif self._since:
                     if self._stuck():
                         self.steals += 1
+                        self._alert_until = _monotonic() + ALERT
                         break
-                    timeout = CHECK
+                    timeout = self._next_look()
                 elif _monotonic() - self._last_start < IDLE:
-                    timeout = CHECK
+                    timeout = self._next_look()
                 else:  # nothing to watch: a token comes when a request starts
                     self._deputy_asleep = True
                 lock.release()
@@ -245,7 +263,7 @@ class Pool:
                     lock.acquire()
             self._leader = me
             self._clock = clock
-            self._tid = tid
+            self._stat_fd = stat_fd
             self._since = 0.0
             if self._deputy == me:
                 self._deputy = 0
@@ -255,6 +273,13 @@ class Pool:
         finally:
             self._idle -= 1
             lock.release()
+
+    def _next_look(self) -> float:
+        """When the deputy looks again (under the lock): soon at a request it has looked at
+        once, or while requests have waited lately; else calmly (see the module docstring)."""
+        if self._since and self._look[0] == self._since:
+            return CHECK
+        return CHECK if _monotonic() < self._alert_until else CALM
 
     def _wake_one(self) -> None:
         """Wake a follower to take the free lead (or the deputy's post); under the lock."""
@@ -293,8 +318,7 @@ class Pool:
     def _account(self):
         """(ns on a CPU, ns runnable but queued) of the leader's thread so far."""
         try:
-            with open(f"/proc/self/task/{self._tid}/schedstat", "rb") as f:
-                ran, queued = f.read().split()[:2]
+            ran, queued = os.pread(self._stat_fd, 128, 0).split()[:2]
             return int(ran), int(queued)
         except (OSError, ValueError):  # no schedstat in this kernel: its CPU clock alone
             return int(time.clock_gettime(self._clock) * 1e9), 0

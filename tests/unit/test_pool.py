@@ -163,6 +163,37 @@ def test_a_leader_busy_with_one_request_does_not_hold_the_next(first):
     finish(feed, pool)
 
 
+def test_the_deputy_looks_calmly_until_a_request_has_waited():
+    """Each look takes the GIL from the leader: while no request has waited, the deputy
+    looks every CALM, sooner only at a request it has already looked at; once it has taken
+    the lead from a waiting request, every CHECK for a while."""
+    served = threading.Event()
+
+    def serve(item):
+        if item == "waits":
+            served.wait(10)  # until the next request is served: only a steal serves it
+        else:
+            served.set()
+
+    feed, pool = make_pool(2, serve)
+    with pool._lock:
+        pool._since = time.monotonic()  # a request the deputy has not looked at yet
+        assert pool._next_look() == pool_module.CALM
+        pool._look = (pool._since, time.monotonic(), 0, 0)  # looked at once
+        assert pool._next_look() == pool_module.CHECK
+        pool._since = 0.0
+    feed.arrivals.put("waits")
+    assert wait_for(lambda: pool.steals == 0 and pool._since)  # the waiting one is served
+    feed.arrivals.put("quick")
+    assert served.wait(5), "the deputy never took the lead from the waiting request"
+    assert pool.steals >= 1
+    with pool._lock:
+        pool._since = time.monotonic() + 1  # a request not looked at, after the steal
+        assert pool._next_look() == pool_module.CHECK
+        pool._since = 0.0
+    finish(feed, pool)
+
+
 def test_a_request_that_raises_does_not_cost_the_pool_its_thread(caplog):
     done = threading.Event()
 
