@@ -675,14 +675,18 @@ def frame_response(
     http10 = request is None or request.http_version == "1.0"
     keep_alive = keep_alive and request is not None and request.keep_alive
     is_head = request is not None and request.method == "HEAD"
-    key = (http10, keep_alive, is_head, known_length, status, *headers)
+    # `extra` (the Date line) is part of the key: it changes once a second, and the whole
+    # frame is then one lookup, with nothing built per answer.
+    key = (http10, keep_alive, is_head, known_length, extra, status, *headers)
     made = _heads.get(key)
     if made is None:
-        made = _frame(http10, keep_alive, is_head, status, headers, known_length)
+        start, body_mode, content_length, keep_alive = _frame(
+            http10, keep_alive, is_head, status, headers, known_length
+        )
+        # RFC 9110 §6.2: answer with the highest version we conform to, even to HTTP/1.0.
+        made = ResponseFrame(start + extra + _CRLF, body_mode, content_length, keep_alive)
         _heads.remember(key, made)
-    start, body_mode, content_length, keep_alive = made
-    # RFC 9110 §6.2: answer with the highest version we conform to, even to HTTP/1.0.
-    return ResponseFrame(start + extra + _CRLF, body_mode, content_length, keep_alive)
+    return made
 
 
 _heads = Memo()  # the heads of this protocol's answers
