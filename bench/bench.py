@@ -222,39 +222,29 @@ def _granian(target, port, proto):
     ]
 
 
-def _waitress(target, port, proto):
-    return [
-        str(VBIN / "python"),
-        str(BENCH / "servers" / "waitress_prefork.py"),
-        HOST,
-        str(port),
-        target,
-        str(WORKERS),
-        str(WAITRESS_THREADS),
-    ]
+def _launcher(script: str, tail=lambda proto: ()):
+    """The argv of a bench/servers script: `SCRIPT HOST PORT TARGET WORKERS [TAIL...]`
+    (the launchers of servers without a process manager, and the python-floor yardstick)."""
+
+    def argv(target, port, proto):
+        return [
+            str(VBIN / "python"),
+            str(BENCH / "servers" / script),
+            HOST,
+            str(port),
+            target,
+            str(WORKERS),
+            *tail(proto),
+        ]
+
+    return argv
 
 
-def _python_floor(target, port, proto):
-    return [
-        str(VBIN / "python"),
-        str(BENCH / "servers" / "python_floor.py"),
-        HOST,
-        str(port),
-        target,
-        str(WORKERS),
-        "uwsgi" if proto == "uwsgi" else "http",
-    ]
-
-
-def _bjoern(target, port, proto):
-    return [
-        str(VBIN / "python"),
-        str(BENCH / "servers" / "bjoern_prefork.py"),
-        HOST,
-        str(port),
-        target,
-        str(WORKERS),
-    ]
+_waitress = _launcher("waitress_prefork.py", lambda proto: (str(WAITRESS_THREADS),))
+_python_floor = _launcher(
+    "python_floor.py", lambda proto: ("uwsgi" if proto == "uwsgi" else "http",)
+)
+_bjoern = _launcher("bjoern_prefork.py")
 
 
 SERVERS = [
